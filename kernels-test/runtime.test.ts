@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getGpu, closeGpu, type Gpu } from '../src/gpu/runtime.js';
+import { add, addKernel } from '../src/kernels/elementwise.js';
+import { KernelError } from '../src/gpu/errors.js';
+import { sizeClass } from '../src/gpu/pool.js';
+
+let gpu: Gpu;
+beforeAll(async () => {
+  gpu = await getGpu();
+});
+afterAll(() => closeGpu());
+
+describe('runtime', () => {
+  it('finds an adapter', () => {
+    expect(gpu.info.description.length).toBeGreaterThan(0);
+  });
+
+  it('adds with broadcast and writes every element', async () => {
+    const n = 70_007; // 7 × 10001: not a multiple of the workgroup
+    const nb = 7;
+    const a = Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
+    const b = Float32Array.from({ length: nb }, () => Math.random() * 2 - 1);
+    const ba = gpu.upload(a);
+    const bb = gpu.upload(b);
+    const out = gpu.upload(new Float32Array(n).fill(NaN));
+    add(gpu, ba, bb, out, n, nb, -0.5);
+    const got = await gpu.readF32(out, n);
+    for (let i = 0; i < n; i++) {
+      const want = a[i] + -0.5 * b[i % nb];
+      expect(Math.abs(got[i] - want)).toBeLessThanOrEqual(1e-6 * (1 + Math.abs(want)));
+    }
+  });
+
+  it('folds grids past 65535 workgroups', async () => {
+    const n = 65_535 * 256 + 1000;
+    const ba = gpu.upload(new Float32Array(n).fill(1));
+    const bb = gpu.upload(new Float32Array(1).fill(2));
+    const out = gpu.upload(new Float32Array(n).fill(NaN));
+    add(gpu, ba, bb, out, n, 1);
+    const got = await gpu.readF32(out, n);
+    expect(got[0]).toBe(3);
+    expect(got[n - 1]).toBe(3);
+    expect(got.every((v) => v === 3)).toBe(true);
+  });
+
+  it('names the kernel when Dawn rejects a dispatch', async () => {
+    const small = gpu.alloc(16);
+    const big = gpu.alloc(1024);
+    // A uniform-usage buffer bound as storage: a validation error at bind-group creation.
+    const wrong = gpu.device.createBuffer({ size: 1024, usage: GPUBufferUsage.UNIFORM });
+    gpu.run(addKernel, {
+      buffers: [big, small, wrong],
+      params: { n: 4, nb: 4, alpha: 1 },
+      grid: [1],
+    });
+    const err = await gpu.sync().catch((e) => e);
+    expect(err).toBeInstanceOf(KernelError);
+    expect((err as KernelError).kernel).toBe('elementwise.add');
+    expect(String(err.message)).toMatch(/elementwise\.add/);
+    // The runtime stays usable after a reported error.
+    const a = gpu.upload(new Float32Array([1, 2, 3, 4]));
+    const out = gpu.alloc(16);
+    add(gpu, a, a, out, 4);
+    expect([...(await gpu.readF32(out, 4))]).toEqual([2, 4, 6, 8]);
+  });
+
+  it('rejects a wrong binding count before dispatch', () => {
+    const a = gpu.alloc(16);
+    expect(() =>
+      gpu.run(addKernel, { buffers: [a, a], params: { n: 4, nb: 4, alpha: 1 }, grid: [1] }),
+    ).toThrow(/elementwise\.add.*expects 3 buffers/);
+  });
+
+  it('pools buffers by size class', () => {
+    expect(sizeClass(1)).toBe(256);
+    expect(sizeClass(1000)).toBe(1024);
+    expect(sizeClass(1025)).toBe(1280);
+    const before = gpu.pool.stats.allocations;
+    const x = gpu.alloc(5000); // class 5120, unused by earlier tests
+    gpu.free(x);
+    gpu.flush();
+    const y = gpu.alloc(4900);
+    expect(y).toBe(x);
+    expect(gpu.pool.stats.allocations).toBe(before + 1);
+  });
+});

@@ -1,0 +1,377 @@
+/**
+ * GPU tensors and the tape. A Tensor is a shape over a reference-counted GPU storage (views such as
+ * reshape share it). Ops record a Node on the tape when grad mode is on and an input needs a
+ * gradient; backward() walks the tape in reverse (creation order is a topological order) and
+ * releases each node's saved tensors as soon as its rule has run.
+ */
+import type { Gpu } from '../gpu/runtime.js';
+import { add as addKernelCall, axpy, fill } from '../kernels/elementwise.js';
+
+export type Shape = readonly number[];
+
+export function numel(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function shapeStr(shape: Shape): string {
+  return `[${shape.join(',')}]`;
+}
+
+class Storage {
+  refs = 1;
+  constructor(
+    readonly gpu: Gpu,
+    public buffer: GPUBuffer | null,
+    readonly bytes: number,
+  ) {}
+  retain(): void {
+    this.refs++;
+  }
+  release(): void {
+    if (--this.refs === 0 && this.buffer) {
+      this.gpu.free(this.buffer);
+      this.buffer = null;
+    }
+  }
+}
+
+export interface Node {
+  name: string;
+  inputs: Tensor[];
+  output: Tensor;
+  /** Tensors the backward rule reads; retained until the rule has run. */
+  saved: Tensor[];
+  /** Returns one gradient per input (null where none is needed or flows). */
+  backward(gradOut: Tensor, needs: boolean[]): (Tensor | null)[];
+}
+
+export class Tensor {
+  readonly size: number;
+  requiresGrad: boolean;
+  /** Accumulated gradient of a leaf that requires it (parameters). */
+  grad: Tensor | null = null;
+  node: Node | null = null;
+  /** Parameters live across steps and are never released by a scope. */
+  isParameter = false;
+  name?: string;
+  private released = false;
+  /** How many owners (scope/user, tape nodes) hold this tensor. */
+  private refs = 1;
+
+  constructor(
+    readonly engine: Engine,
+    private storage: Storage,
+    readonly shape: Shape,
+    requiresGrad = false,
+  ) {
+    this.size = numel(shape);
+    this.requiresGrad = requiresGrad;
+  }
+
+  get gpu(): Gpu {
+    return this.storage.gpu;
+  }
+
+  get buffer(): GPUBuffer {
+    const b = this.storage.buffer;
+    if (!b || this.released) {
+      throw new Error(`tensor ${this.name ?? shapeStr(this.shape)} was used after release`);
+    }
+    return b;
+  }
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  /** A view with another shape over the same storage. */
+  view(shape: Shape): Tensor {
+    if (numel(shape) !== this.size) {
+      throw new Error(`view: cannot view ${shapeStr(this.shape)} as ${shapeStr(shape)}`);
+    }
+    this.storage.retain();
+    const t = new Tensor(this.engine, this.storage, [...shape]);
+    this.engine.track(t);
+    return t;
+  }
+
+  retain(): this {
+    this.refs++;
+    return this;
+  }
+
+  /** Drops one ownership; the storage returns to the pool when nobody holds it. */
+  release(): void {
+    if (this.released) return;
+    if (--this.refs > 0) return;
+    this.released = true;
+    this.storage.release();
+  }
+
+  /** Releases regardless of other holders (end of life of a parameter or a test tensor). */
+  dispose(): void {
+    if (this.released) return;
+    this.refs = 1;
+    this.release();
+    this.grad?.dispose();
+    this.grad = null;
+  }
+
+  async toArray(): Promise<Float32Array> {
+    return this.gpu.readF32(this.buffer, this.size);
+  }
+}
+
+export class Engine {
+  private tape: Node[] = [];
+  private scopes: Tensor[][] = [];
+  private gradEnabled = true;
+  /** Tests set this: every new output is filled with NaN so an unwritten element fails. */
+  poisonOutputs = false;
+
+  constructor(readonly gpu: Gpu) {}
+
+  get isGradEnabled(): boolean {
+    return this.gradEnabled;
+  }
+
+  track(t: Tensor): void {
+    this.scopes[this.scopes.length - 1]?.push(t);
+  }
+
+  /** An uninitialised tensor (NaN-poisoned when poisonOutputs is on). */
+  empty(shape: Shape, label?: string): Tensor {
+    const n = numel(shape);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`empty: bad shape ${shapeStr(shape)}`);
+    const buf = this.gpu.alloc(n * 4, label);
+    const t = new Tensor(this, new Storage(this.gpu, buf, n * 4), [...shape]);
+    if (this.poisonOutputs) fill(this.gpu, buf, n, NaN);
+    this.track(t);
+    return t;
+  }
+
+  zeros(shape: Shape): Tensor {
+    return this.full(shape, 0);
+  }
+
+  full(shape: Shape, value: number): Tensor {
+    const t = this.empty(shape);
+    fill(this.gpu, t.buffer, t.size, value);
+    return t;
+  }
+
+  fromArray(data: ArrayLike<number>, shape: Shape, requiresGrad = false): Tensor {
+    const n = numel(shape);
+    if (data.length !== n) {
+      throw new Error(`fromArray: ${data.length} values for shape ${shapeStr(shape)}`);
+    }
+    const arr = data instanceof Float32Array ? data : Float32Array.from(data);
+    const buf = this.gpu.upload(arr);
+    const t = new Tensor(this, new Storage(this.gpu, buf, n * 4), [...shape], requiresGrad);
+    this.track(t);
+    return t;
+  }
+
+  /** A trainable (or frozen) parameter: never released by scopes. */
+  parameter(data: ArrayLike<number>, shape: Shape, requiresGrad = true, name?: string): Tensor {
+    const t = this.untracked(() => this.fromArray(data, shape, requiresGrad));
+    t.isParameter = true;
+    t.name = name;
+    return t;
+  }
+
+  private untracked<T>(fn: () => T): T {
+    this.scopes.push([]);
+    try {
+      return fn();
+    } finally {
+      this.scopes.pop();
+    }
+  }
+
+  /**
+   * Runs fn; every tensor created inside and not returned (nor reachable from the returned value
+   * as array/object members) is released at the end. Tape nodes keep what backward needs.
+   */
+  scope<T>(fn: () => T): T {
+    const list: Tensor[] = [];
+    this.scopes.push(list);
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      this.scopes.pop();
+    }
+    const keep = new Set<Tensor>();
+    collectTensors(result, keep);
+    for (const t of list) {
+      if (keep.has(t)) this.track(t);
+      else if (!t.isParameter) t.release();
+    }
+    return result;
+  }
+
+  async scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
+    const list: Tensor[] = [];
+    this.scopes.push(list);
+    let result: T;
+    try {
+      result = await fn();
+    } finally {
+      this.scopes.splice(this.scopes.indexOf(list), 1);
+    }
+    const keep = new Set<Tensor>();
+    collectTensors(result, keep);
+    for (const t of list) {
+      if (keep.has(t)) this.track(t);
+      else if (!t.isParameter) t.release();
+    }
+    return result;
+  }
+
+  noGrad<T>(fn: () => T): T {
+    const prev = this.gradEnabled;
+    this.gradEnabled = false;
+    try {
+      return fn();
+    } finally {
+      this.gradEnabled = prev;
+    }
+  }
+
+  /** True when an op over these inputs must be recorded. */
+  needsTape(inputs: Tensor[]): boolean {
+    return this.gradEnabled && inputs.some((t) => t.requiresGrad);
+  }
+
+  /** Records an op's node; the op's output then requires grad. */
+  record(node: Omit<Node, 'output'>, output: Tensor): Tensor {
+    if (!this.needsTape(node.inputs)) return output;
+    for (const t of node.inputs) t.retain();
+    for (const t of node.saved) t.retain();
+    output.requiresGrad = true;
+    output.node = { ...node, output };
+    this.tape.push(output.node);
+    return output;
+  }
+
+  /**
+   * Backpropagates from a scalar (or from `seed` for a non-scalar output) through the tape.
+   * Leaves that require grad (parameters, test inputs) accumulate into `.grad`; the tape is
+   * cleared. Each intermediate gradient is freed as soon as the node that consumes it has run.
+   */
+  backward(root: Tensor, seed?: Tensor): void {
+    if (!root.requiresGrad) throw new Error('backward: output does not require grad');
+    // Anything created here is owned explicitly (the grads map or a leaf), never by a scope.
+    const stray: Tensor[] = [];
+    this.scopes.push(stray);
+    const tape = this.tape;
+    this.tape = [];
+    const grads = new Map<Tensor, Tensor>();
+    try {
+      if (seed) {
+        if (seed.size !== root.size) throw new Error('backward: seed shape differs from output');
+        grads.set(root, seed.retain());
+      } else {
+        grads.set(root, this.full(root.shape, 1));
+      }
+      for (let i = tape.length - 1; i >= 0; i--) {
+        const node = tape[i];
+        const g = grads.get(node.output);
+        if (g) {
+          grads.delete(node.output);
+          this.runRule(node, g, grads);
+          g.release();
+        }
+        for (const t of node.saved) t.release();
+        for (const t of node.inputs) t.release();
+        node.output.node = null;
+      }
+      // What is left belongs to leaves (or to branches that never reached one).
+      for (const [t, g] of grads) {
+        if (t.requiresGrad && !t.node) this.accumulateLeaf(t, g);
+        g.release();
+      }
+    } finally {
+      this.scopes.pop();
+      for (const node of this.tape) node.output.node = null;
+    }
+  }
+
+  private runRule(node: Node, g: Tensor, grads: Map<Tensor, Tensor>): void {
+    const needs = node.inputs.map((t) => t.requiresGrad);
+    const created: Tensor[] = [];
+    this.scopes.push(created);
+    let inGrads: (Tensor | null)[];
+    try {
+      inGrads = node.backward(g, needs);
+    } finally {
+      this.scopes.pop();
+    }
+    const returned = new Set(inGrads.filter((t): t is Tensor => t !== null));
+    for (const t of created) if (!returned.has(t)) t.release();
+    node.inputs.forEach((inp, k) => {
+      const gi = inGrads[k];
+      if (!gi || !needs[k]) return;
+      if (gi.size !== inp.size) {
+        throw new Error(
+          `backward of ${node.name}: gradient ${shapeStr(gi.shape)} for input ${k} ` +
+            `of shape ${shapeStr(inp.shape)}`,
+        );
+      }
+      const prev = grads.get(inp);
+      if (!prev) {
+        grads.set(inp, gi.retain());
+        return;
+      }
+      // Sum into a fresh tensor: prev may share storage with another gradient or a saved value.
+      const sum = this.empty(inp.shape);
+      addKernelCall(this.gpu, prev.buffer, gi.buffer, sum.buffer, sum.size);
+      prev.release();
+      grads.set(inp, sum);
+    });
+    // The rule's own references to what it created.
+    for (const t of returned) if (created.includes(t)) t.release();
+  }
+
+  private accumulateLeaf(t: Tensor, g: Tensor): void {
+    if (!t.grad) {
+      t.grad = this.zeros(t.shape);
+      t.grad.isParameter = true;
+    }
+    axpy(this.gpu, g.buffer, t.grad.buffer, t.size);
+  }
+
+  /** Sets every leaf gradient of `params` to zero (keeps the buffers). */
+  zeroGrad(params: Iterable<Tensor>): void {
+    for (const p of params) if (p.grad) fill(this.gpu, p.grad.buffer, p.size, 0);
+  }
+
+  /** Drops the tape without backward (e.g. after an evaluation under grad mode). */
+  clearTape(): void {
+    for (const node of this.tape) {
+      for (const t of node.saved) t.release();
+      for (const t of node.inputs) t.release();
+      node.output.node = null;
+    }
+    this.tape = [];
+  }
+
+  get tapeLength(): number {
+    return this.tape.length;
+  }
+}
+
+
+function collectTensors(v: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 4 || v === null || typeof v !== 'object') return;
+  if (v instanceof Tensor) {
+    out.add(v);
+    return;
+  }
+  if (Array.isArray(v)) for (const x of v) collectTensors(x, out, depth + 1);
+  else if (v instanceof Map) for (const x of v.values()) collectTensors(x, out, depth + 1);
+  else for (const x of Object.values(v)) collectTensors(x, out, depth + 1);
+}

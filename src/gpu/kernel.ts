@@ -1,0 +1,108 @@
+/**
+ * Kernel specs: one WGSL file per kernel family in shaders/, one TS module per family declaring its
+ * uniform structs and entry points. The WGSL struct text and the byte packing both come from the
+ * same field list, so they can never drift apart. Uniform fields are 4-byte scalars only, which
+ * keeps the uniform layout free of padding rules.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from './dawn.js';
+
+export type Scalar = 'u32' | 'i32' | 'f32';
+export type StructFields = Record<string, Scalar>;
+
+export interface ShaderFamily {
+  readonly file: string;
+  readonly structs: Record<string, StructFields>;
+  /** Generated struct declarations + the file's text. */
+  source(): string;
+  kernel(def: KernelDef): Kernel;
+}
+
+export interface KernelDef {
+  /** Name used in errors and timings, e.g. `matmul.tiled`. */
+  name: string;
+  /** WGSL entry point. */
+  entry: string;
+  /** Name of the uniform struct (declared in the family); bound after the storage buffers. */
+  params: string;
+  /** Storage bindings in binding order, uniform last: names for error messages. */
+  bindings: string[];
+  /** Default `override` constants (tile sizes, workgroup size). */
+  overrides?: Record<string, number>;
+}
+
+export interface Kernel extends KernelDef {
+  family: ShaderFamily;
+  fields: [string, Scalar][];
+}
+
+const SHADER_DIR = join(PACKAGE_ROOT, 'shaders');
+
+export function defineShader(file: string, structs: Record<string, StructFields>): ShaderFamily {
+  let cached: string | undefined;
+  const family: ShaderFamily = {
+    file,
+    structs,
+    source() {
+      if (cached === undefined) {
+        const decls = Object.entries(structs)
+          .map(([name, fields]) => {
+            const body = Object.entries(fields)
+              .map(([f, t]) => `  ${f}: ${t},`)
+              .join('\n');
+            return `struct ${name} {\n${body}\n}`;
+          })
+          .join('\n');
+        cached = `${decls}\n${readFileSync(join(SHADER_DIR, `${file}.wgsl`), 'utf8')}`;
+      }
+      return cached;
+    },
+    kernel(def: KernelDef): Kernel {
+      const fields = structs[def.params];
+      if (!fields) throw new Error(`kernel ${def.name}: struct ${def.params} not declared in ${file}`);
+      return { ...def, family, fields: Object.entries(fields) };
+    },
+  };
+  return family;
+}
+
+/** Packs uniform values in struct order; a missing or non-finite field is an error. */
+export function packParams(kernel: Kernel, values: Record<string, number>): ArrayBuffer {
+  const bytes = Math.max(16, Math.ceil((kernel.fields.length * 4) / 16) * 16);
+  const buf = new ArrayBuffer(bytes);
+  const view = new DataView(buf);
+  kernel.fields.forEach(([name, type], i) => {
+    const v = values[name];
+    if (v === undefined || !Number.isFinite(v)) {
+      throw new Error(`kernel ${kernel.name}: uniform '${name}' is ${v}`);
+    }
+    if (type === 'f32') view.setFloat32(i * 4, v, true);
+    else if (type === 'u32') {
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+        throw new Error(`kernel ${kernel.name}: uniform '${name}' = ${v} is not a u32`);
+      }
+      view.setUint32(i * 4, v, true);
+    } else {
+      if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) {
+        throw new Error(`kernel ${kernel.name}: uniform '${name}' = ${v} is not an i32`);
+      }
+      view.setInt32(i * 4, v, true);
+    }
+  });
+  for (const k of Object.keys(values)) {
+    if (!kernel.fields.some(([n]) => n === k)) {
+      throw new Error(`kernel ${kernel.name}: unknown uniform '${k}'`);
+    }
+  }
+  return buf;
+}
+
+/** Cache key of a pipeline: everything baked into it. */
+export function pipelineKey(kernel: Kernel, overrides: Record<string, number>): string {
+  const o = Object.keys(overrides)
+    .sort()
+    .map((k) => `${k}=${overrides[k]}`)
+    .join(',');
+  return `${kernel.family.file}#${kernel.entry}{${o}}`;
+}

@@ -1,0 +1,100 @@
+/**
+ * Buffer pool with size classes, so a training step reuses the previous step's buffers instead of
+ * allocating. Released buffers wait until the command encoder that may still use them is
+ * submitted; after that, reuse is safe because queue operations run in submission order.
+ */
+import { GpuOutOfMemoryError } from './errors.js';
+
+export const STORAGE_USAGE = 0x80 | 0x4 | 0x8; // STORAGE | COPY_SRC | COPY_DST
+
+/** Size classes: 4 steps per power of two (x1, x1.25, x1.5, x1.75), at least 256 bytes. */
+export function sizeClass(bytes: number): number {
+  const n = Math.max(256, Math.ceil(bytes / 4) * 4);
+  const p = 2 ** Math.floor(Math.log2(n));
+  const step = p / 4;
+  return Math.ceil(n / step) * step;
+}
+
+export interface PoolStats {
+  /** Bytes held by live (in-use) buffers. */
+  liveBytes: number;
+  /** High-water mark of liveBytes since the last resetPeak(). */
+  peakLiveBytes: number;
+  /** Bytes of every buffer the pool owns, in use or cached. */
+  allocatedBytes: number;
+  allocations: number;
+  reuses: number;
+}
+
+export class BufferPool {
+  private free = new Map<string, GPUBuffer[]>();
+  private pending: GPUBuffer[] = [];
+  private sizes = new WeakMap<GPUBuffer, number>();
+  readonly stats: PoolStats = {
+    liveBytes: 0,
+    peakLiveBytes: 0,
+    allocatedBytes: 0,
+    allocations: 0,
+    reuses: 0,
+  };
+
+  constructor(
+    private device: GPUDevice,
+    private maxBufferSize: number,
+  ) {}
+
+  acquire(bytes: number, usage = STORAGE_USAGE, label?: string): GPUBuffer {
+    const size = sizeClass(bytes);
+    if (size > this.maxBufferSize) {
+      throw new GpuOutOfMemoryError(
+        `${label ?? 'buffer'} needs ${bytes} bytes, above this adapter's maxBufferSize ` +
+          `${this.maxBufferSize}; use a smaller batch or input size`,
+      );
+    }
+    const key = `${size}:${usage}`;
+    const list = this.free.get(key);
+    let buf = list?.pop();
+    if (buf) {
+      this.stats.reuses++;
+    } else {
+      buf = this.device.createBuffer({ size, usage, label });
+      this.sizes.set(buf, size);
+      this.stats.allocatedBytes += size;
+      this.stats.allocations++;
+    }
+    this.stats.liveBytes += size;
+    this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
+    return buf;
+  }
+
+  /** Returns a buffer; it becomes reusable after the next submit (see afterSubmit). */
+  release(buf: GPUBuffer): void {
+    this.stats.liveBytes -= this.sizes.get(buf) ?? buf.size;
+    this.pending.push(buf);
+  }
+
+  afterSubmit(): void {
+    for (const buf of this.pending) {
+      const key = `${buf.size}:${buf.usage}`;
+      let list = this.free.get(key);
+      if (!list) this.free.set(key, (list = []));
+      list.push(buf);
+    }
+    this.pending = [];
+  }
+
+  /** Destroys every cached buffer (used on out-of-memory and at shutdown). */
+  trim(): void {
+    for (const list of this.free.values()) {
+      for (const b of list) {
+        this.stats.allocatedBytes -= b.size;
+        b.destroy();
+      }
+    }
+    this.free.clear();
+  }
+
+  resetPeak(): void {
+    this.stats.peakLiveBytes = this.stats.liveBytes;
+  }
+}
