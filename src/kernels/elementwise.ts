@@ -7,6 +7,8 @@ const WG = 256;
 export const elementwise = defineShader('elementwise', {
   BinaryParams: { n: 'u32', nb: 'u32', alpha: 'f32' },
   FillParams: { n: 'u32', offset: 'u32', bits: 'u32' },
+  AffineParams: { n: 'u32', s: 'f32', c: 'f32' },
+  UnaryParams: { n: 'u32', op: 'u32' },
 });
 
 export const addKernel = elementwise.kernel({
@@ -57,4 +59,111 @@ export const axpyKernel = elementwise.kernel({
 export function axpy(gpu: Gpu, x: GPUBuffer, y: GPUBuffer, n: number, alpha = 1, nb = n): void {
   if (nb <= 0 || n % nb !== 0) throw new Error(`axpy: broadcast length ${nb} does not divide ${n}`);
   gpu.run(axpyKernel, { buffers: [x, y], params: { n, nb, alpha }, grid: gpu.grid(n, WG) });
+}
+
+function checkBroadcast(name: string, n: number, nb: number): void {
+  if (nb <= 0 || n % nb !== 0) {
+    throw new Error(`${name}: broadcast length ${nb} does not divide ${n}`);
+  }
+}
+
+export const mulKernel = elementwise.kernel({
+  name: 'elementwise.mul',
+  entry: 'mul',
+  params: 'BinaryParams',
+  bindings: ['a', 'b', 'out'],
+  overrides: { WG },
+});
+
+/** out[i] = alpha * a[i] * b[i % nb]. */
+export function mul(
+  gpu: Gpu,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  out: GPUBuffer,
+  n: number,
+  nb = n,
+  alpha = 1,
+): void {
+  checkBroadcast('mul', n, nb);
+  gpu.run(mulKernel, { buffers: [a, b, out], params: { n, nb, alpha }, grid: gpu.grid(n, WG) });
+}
+
+export const tileKernel = elementwise.kernel({
+  name: 'elementwise.tile',
+  entry: 'tile',
+  params: 'BinaryParams',
+  bindings: ['x', 'out'],
+  overrides: { WG },
+});
+
+/** out[i] = alpha * x[i % nb] for i < n (repeats x, e.g. to broadcast a reduced gradient). */
+export function tile(
+  gpu: Gpu,
+  x: GPUBuffer,
+  out: GPUBuffer,
+  n: number,
+  nb: number,
+  alpha = 1,
+): void {
+  checkBroadcast('tile', n, nb);
+  gpu.run(tileKernel, { buffers: [x, out], params: { n, nb, alpha }, grid: gpu.grid(n, WG) });
+}
+
+export const affineKernel = elementwise.kernel({
+  name: 'elementwise.affine',
+  entry: 'affine',
+  params: 'AffineParams',
+  bindings: ['x', 'out'],
+  overrides: { WG },
+});
+
+/** out[i] = s * x[i] + c. */
+export function affine(gpu: Gpu, x: GPUBuffer, out: GPUBuffer, n: number, s: number, c = 0): void {
+  gpu.run(affineKernel, { buffers: [x, out], params: { n, s, c }, grid: gpu.grid(n, WG) });
+}
+
+/** Op codes of the `unary` / `unary_grad` entries (must match shaders/elementwise.wgsl). */
+export const UNARY = { relu: 0, gelu: 1, sigmoid: 2, erf: 3 } as const;
+export type UnaryOp = keyof typeof UNARY;
+
+export const unaryKernel = elementwise.kernel({
+  name: 'elementwise.unary',
+  entry: 'unary',
+  params: 'UnaryParams',
+  bindings: ['x', 'out'],
+  overrides: { WG },
+});
+
+/** out[i] = op(x[i]) (relu, exact gelu, sigmoid, erf). */
+export function unary(gpu: Gpu, op: UnaryOp, x: GPUBuffer, out: GPUBuffer, n: number): void {
+  gpu.run(unaryKernel, {
+    buffers: [x, out],
+    params: { n, op: UNARY[op] },
+    grid: gpu.grid(n, WG),
+  });
+}
+
+export const unaryGradKernel = elementwise.kernel({
+  name: 'elementwise.unary_grad',
+  entry: 'unary_grad',
+  params: 'UnaryParams',
+  bindings: ['x', 'g', 'out'],
+  overrides: { WG },
+});
+
+/** out[i] = g[i] * op'(x[i]): the input gradient of `unary`. */
+export function unaryGrad(
+  gpu: Gpu,
+  op: UnaryOp,
+  x: GPUBuffer,
+  g: GPUBuffer,
+  out: GPUBuffer,
+  n: number,
+): void {
+  gpu.run(unaryGradKernel, {
+    buffers: [x, g, out],
+    params: { n, op: UNARY[op] },
+    grid: gpu.grid(n, WG),
+  });
 }

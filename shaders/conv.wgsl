@@ -1,0 +1,297 @@
+// 2-D convolution (groups 1, dilation 1, zero padding) on NHWC activations with PyTorch-layout
+// weights [Cout, Cin, kh, kw], as implicit GEMMs tiled through workgroup memory:
+//   conv_fwd: y[P, Cout]   = im2col(x)[P, K] · W[K, Cout]         (P = B*Ho*Wo, K = kh*kw*Cin)
+//   conv_dx:  dx[Q, Cin]   = col(dy)[Q, kh*kw*Cout] · W[.., Cin]  (Q = B*H*W, gather: no atomics)
+//   conv_dw:  dW[Cout, K]  = dy[P, Cout]^T · im2col(x)[P, K]      (split over P along grid z)
+//   colsum:   out[r / RPW, c] = sum of RPW rows of in[rows, cols] (bias grad, split-K reduction)
+// The reduction index k runs over (ky, kx, ci) with ci fastest, so im2col reads of NHWC x are
+// contiguous. `direct` = 1 marks a 1x1 stride-1 unpadded conv: im2col(x) is x itself, a plain GEMM.
+// One thread = an RM x RN block of outputs, rows ty + i*WGY, cols tx + j*WGX (conflict-free reads
+// of the B tile, coalesced stores). Bindings: inputs (read), output (read_write), uniforms last.
+
+const RM = 4u;
+const RN = 4u;
+override WGX: u32 = 16;
+override WGY: u32 = 16;
+override TK: u32 = 16;
+
+// Tiles shared by the three GEMM entry points (only one runs per dispatch).
+var<workgroup> cv_as: array<f32, TK * WGY * RM>; // [TK][TM], TM = WGY * RM
+var<workgroup> cv_bs: array<f32, TK * WGX * RN>; // [TK][TN], TN = WGX * RN
+
+fn cv_tm() -> u32 { return WGY * RM; }
+fn cv_tn() -> u32 { return WGX * RN; }
+
+// acc += A_tile · B_tile for this thread's block.
+fn cv_mac(tx: u32, ty: u32, acc: ptr<function, array<f32, RM * RN>>) {
+  let tm = cv_tm();
+  let tn = cv_tn();
+  for (var kk = 0u; kk < TK; kk++) {
+    var a: array<f32, RM>;
+    var b: array<f32, RN>;
+    for (var i = 0u; i < RM; i++) { a[i] = cv_as[kk * tm + ty + i * WGY]; }
+    for (var j = 0u; j < RN; j++) { b[j] = cv_bs[kk * tn + tx + j * WGX]; }
+    for (var i = 0u; i < RM; i++) {
+      for (var j = 0u; j < RN; j++) { (*acc)[i * RN + j] += a[i] * b[j]; }
+    }
+  }
+}
+
+// ---- forward ------------------------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> fwd_x: array<f32>;
+@group(0) @binding(1) var<storage, read> fwd_w: array<f32>;
+@group(0) @binding(2) var<storage, read> fwd_bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fwd_y: array<f32>;
+@group(0) @binding(4) var<uniform> fwd_p: ConvParams;
+
+// im2col(x)[m, k], zero outside the image (padding) and outside [P, K].
+fn fwd_load_a(m: u32, k: u32) -> f32 {
+  let p = fwd_p;
+  let kk = p.kh * p.kw * p.cin;
+  if (m >= p.b * p.ho * p.wo || k >= kk) { return 0.0; }
+  if (p.direct == 1u) { return fwd_x[m * p.cin + k]; }
+  let hw = p.ho * p.wo;
+  let bi = m / hw;
+  let r = m % hw;
+  let oy = r / p.wo;
+  let ox = r % p.wo;
+  let tap = k / p.cin;
+  let ci = k % p.cin;
+  let iy = i32(oy * p.stride + tap / p.kw) - i32(p.pad);
+  let ix = i32(ox * p.stride + tap % p.kw) - i32(p.pad);
+  if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
+  return fwd_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
+}
+
+// W[k, n] = weight[n, ci, ky, kx].
+fn fwd_load_b(k: u32, n: u32) -> f32 {
+  let p = fwd_p;
+  let khw = p.kh * p.kw;
+  if (k >= khw * p.cin || n >= p.cout) { return 0.0; }
+  return fwd_w[(n * p.cin + k % p.cin) * khw + k / p.cin];
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn conv_fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let p = fwd_p;
+  let tm = cv_tm();
+  let tn = cv_tn();
+  let m0 = p.m0 + wid.x * tm;
+  let n0 = wid.y * tn;
+  let kk = p.kh * p.kw * p.cin;
+  let t = lid.y * WGX + lid.x;
+  let nt = WGX * WGY;
+  var acc: array<f32, RM * RN>;
+  for (var k0 = 0u; k0 < kk; k0 += TK) {
+    // k fastest across threads: contiguous reads of x along ci and of W along (ci, tap).
+    for (var e = t; e < tm * TK; e += nt) {
+      let mm = e / TK;
+      let ke = e % TK;
+      cv_as[ke * tm + mm] = fwd_load_a(m0 + mm, k0 + ke);
+    }
+    for (var e = t; e < tn * TK; e += nt) {
+      let nn = e / TK;
+      let ke = e % TK;
+      cv_bs[ke * tn + nn] = fwd_load_b(k0 + ke, n0 + nn);
+    }
+    workgroupBarrier();
+    cv_mac(lid.x, lid.y, &acc);
+    workgroupBarrier();
+  }
+  let rows = p.b * p.ho * p.wo;
+  for (var i = 0u; i < RM; i++) {
+    let m = m0 + lid.y + i * WGY;
+    if (m >= rows) { continue; }
+    for (var j = 0u; j < RN; j++) {
+      let n = n0 + lid.x + j * WGX;
+      if (n >= p.cout) { continue; }
+      var v = acc[i * RN + j];
+      if (p.has_bias == 1u) { v += fwd_bias[n]; }
+      fwd_y[m * p.cout + n] = v;
+    }
+  }
+}
+
+// ---- input gradient -------------------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> dx_dy: array<f32>;
+@group(0) @binding(1) var<storage, read> dx_w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx_dx: array<f32>;
+@group(0) @binding(3) var<uniform> dx_p: ConvParams;
+
+// col(dy)[m, k]: m = input pixel (b, iy, ix), k = (ky, kx, co). dy at the output pixel whose
+// window puts tap (ky, kx) on this input pixel, or 0 when no output pixel does.
+fn dx_load_a(m: u32, k: u32) -> f32 {
+  let p = dx_p;
+  if (m >= p.b * p.h * p.w || k >= p.kh * p.kw * p.cout) { return 0.0; }
+  if (p.direct == 1u) { return dx_dy[m * p.cout + k]; }
+  let hw = p.h * p.w;
+  let bi = m / hw;
+  let r = m % hw;
+  let tap = k / p.cout;
+  let co = k % p.cout;
+  let ty = i32(r / p.w + p.pad) - i32(tap / p.kw);
+  let tx = i32(r % p.w + p.pad) - i32(tap % p.kw);
+  if (ty < 0 || tx < 0) { return 0.0; }
+  let uy = u32(ty);
+  let ux = u32(tx);
+  if (uy % p.stride != 0u || ux % p.stride != 0u) { return 0.0; }
+  let oy = uy / p.stride;
+  let ox = ux / p.stride;
+  if (oy >= p.ho || ox >= p.wo) { return 0.0; }
+  return dx_dy[((bi * p.ho + oy) * p.wo + ox) * p.cout + co];
+}
+
+// [k = (ky, kx, co), n = ci] -> weight[co, ci, ky, kx].
+fn dx_load_b(k: u32, n: u32) -> f32 {
+  let p = dx_p;
+  let khw = p.kh * p.kw;
+  if (k >= khw * p.cout || n >= p.cin) { return 0.0; }
+  return dx_w[((k % p.cout) * p.cin + n) * khw + k / p.cout];
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn conv_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let p = dx_p;
+  let tm = cv_tm();
+  let tn = cv_tn();
+  let m0 = p.m0 + wid.x * tm;
+  let n0 = wid.y * tn;
+  let kk = p.kh * p.kw * p.cout;
+  let t = lid.y * WGX + lid.x;
+  let nt = WGX * WGY;
+  var acc: array<f32, RM * RN>;
+  for (var k0 = 0u; k0 < kk; k0 += TK) {
+    for (var e = t; e < tm * TK; e += nt) {
+      let mm = e / TK;
+      let ke = e % TK;
+      cv_as[ke * tm + mm] = dx_load_a(m0 + mm, k0 + ke);
+    }
+    // n fastest: weight[co, ci, ..] is contiguous along ci for a fixed tap.
+    for (var e = t; e < tn * TK; e += nt) {
+      let ke = e / tn;
+      let nn = e % tn;
+      cv_bs[ke * tn + nn] = dx_load_b(k0 + ke, n0 + nn);
+    }
+    workgroupBarrier();
+    cv_mac(lid.x, lid.y, &acc);
+    workgroupBarrier();
+  }
+  let rows = p.b * p.h * p.w;
+  for (var i = 0u; i < RM; i++) {
+    let m = m0 + lid.y + i * WGY;
+    if (m >= rows) { continue; }
+    for (var j = 0u; j < RN; j++) {
+      let n = n0 + lid.x + j * WGX;
+      if (n >= p.cin) { continue; }
+      dx_dx[m * p.cin + n] = acc[i * RN + j];
+    }
+  }
+}
+
+// ---- weight gradient ------------------------------------------------------------------------
+
+@group(0) @binding(0) var<storage, read> dw_dy: array<f32>;
+@group(0) @binding(1) var<storage, read> dw_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dw_dw: array<f32>;
+@group(0) @binding(3) var<uniform> dw_p: ConvParams;
+
+// im2col(x)[q, n] with n = (ky, kx, ci), as in the forward.
+fn dw_load_b(q: u32, n: u32) -> f32 {
+  let p = dw_p;
+  if (q >= p.b * p.ho * p.wo || n >= p.kh * p.kw * p.cin) { return 0.0; }
+  if (p.direct == 1u) { return dw_x[q * p.cin + n]; }
+  let hw = p.ho * p.wo;
+  let bi = q / hw;
+  let r = q % hw;
+  let tap = n / p.cin;
+  let ci = n % p.cin;
+  let iy = i32((r / p.wo) * p.stride + tap / p.kw) - i32(p.pad);
+  let ix = i32((r % p.wo) * p.stride + tap % p.kw) - i32(p.pad);
+  if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
+  return dw_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
+}
+
+// Grid z = split of the P reduction: split z sums rows [z*chunk, (z+1)*chunk) into its own
+// [Cout, Cin, kh, kw] slab of dw (summed afterwards by colsum when there are several).
+@compute @workgroup_size(WGX, WGY)
+fn conv_dw(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let p = dw_p;
+  let tm = cv_tm();
+  let tn = cv_tn();
+  let m0 = wid.x * tm; // co
+  let n0 = wid.y * tn; // (ky, kx, ci)
+  let kk = p.kh * p.kw * p.cin;
+  let rows = p.b * p.ho * p.wo;
+  let q0 = wid.z * p.chunk;
+  let q1 = min(q0 + p.chunk, rows);
+  let t = lid.y * WGX + lid.x;
+  let nt = WGX * WGY;
+  var acc: array<f32, RM * RN>;
+  for (var k0 = q0; k0 < q1; k0 += TK) {
+    // dy rows are contiguous along co: co fastest across threads.
+    for (var e = t; e < tm * TK; e += nt) {
+      let ke = e / tm;
+      let mm = e % tm;
+      let q = k0 + ke;
+      let co = m0 + mm;
+      var v = 0.0;
+      if (q < q1 && co < p.cout) { v = dw_dy[q * p.cout + co]; }
+      cv_as[ke * tm + mm] = v;
+    }
+    for (var e = t; e < tn * TK; e += nt) {
+      let ke = e / tn;
+      let nn = e % tn;
+      let q = k0 + ke;
+      var v = 0.0;
+      if (q < q1) { v = dw_load_b(q, n0 + nn); }
+      cv_bs[ke * tn + nn] = v;
+    }
+    workgroupBarrier();
+    cv_mac(lid.x, lid.y, &acc);
+    workgroupBarrier();
+  }
+  let khw = p.kh * p.kw;
+  let slab = wid.z * p.cout * kk;
+  for (var i = 0u; i < RM; i++) {
+    let co = m0 + lid.y + i * WGY;
+    if (co >= p.cout) { continue; }
+    for (var j = 0u; j < RN; j++) {
+      let n = n0 + lid.x + j * WGX;
+      if (n >= kk) { continue; }
+      dw_dw[slab + (co * p.cin + n % p.cin) * khw + n / p.cin] = acc[i * RN + j];
+    }
+  }
+}
+
+// ---- column sums ----------------------------------------------------------------------------
+
+override CS_X: u32 = 64;
+override CS_Y: u32 = 4;
+
+@group(0) @binding(0) var<storage, read> cs_in: array<f32>;
+@group(0) @binding(1) var<storage, read_write> cs_out: array<f32>;
+@group(0) @binding(2) var<uniform> cs_p: ColsumParams;
+
+var<workgroup> cs_part: array<f32, CS_X * CS_Y>;
+
+// Workgroup (x, y) sums rows [y*rpw, (y+1)*rpw) of columns [x*CS_X, (x+1)*CS_X) into out row y.
+// Threads along x read consecutive columns (coalesced); the CS_Y partial sums meet in shared.
+@compute @workgroup_size(CS_X, CS_Y)
+fn colsum(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let p = cs_p;
+  let c = wid.x * CS_X + lid.x;
+  let r0 = wid.y * p.rpw;
+  let r1 = min(r0 + p.rpw, p.rows);
+  var s = 0.0;
+  if (c < p.cols) {
+    for (var r = r0 + lid.y; r < r1; r += CS_Y) { s += cs_in[r * p.cols + c]; }
+  }
+  cs_part[lid.y * CS_X + lid.x] = s;
+  workgroupBarrier();
+  if (lid.y != 0u || c >= p.cols) { return; }
+  var tot = 0.0;
+  for (var j = 0u; j < CS_Y; j++) { tot += cs_part[j * CS_X + lid.x]; }
+  cs_out[wid.y * p.cols + c] = tot;
+}

@@ -1,0 +1,268 @@
+// Matrix products and column sums.
+//
+// matmul: C[z] = alpha * op(A[b]) · op(B[b]) (+ bias[n]) (+ lrScale * mask ⊙ T · op(L))
+//   (+ beta * C[z])
+//   Bindings: 0 a, 1 b, 2 bias [N], 3 lt (T [M, rank]), 4 lr (L [N, rank] or [rank, N]), 5 c,
+//   6 MatmulParams. Unused inputs are bound to any read-only buffer (flags say what is read).
+//   op(A) is [M, K]: A stored [M, K] (row stride lda) or, with transA, [K, M]. Same for B with
+//   op(B) [K, N]. Batch b = z % batch with element strides sA, sB (0 = shared operand); split-K
+//   slice s = z / batch covers k in [s * kChunk, min(K, (s + 1) * kChunk)) and C[z] is at z * sC,
+//   so the launcher can sum split-K partials with colsum.
+//   One workgroup = a (WGY*RM) x (WGX*RN) tile of C; one thread = RM x RN outputs, strided by
+//   WGY / WGX so shared-memory reads are broadcast or consecutive, and stores coalesce.
+//   Optional inverted dropout on the loads of A or B (the LoRA branch input), keyed by the
+//   element's index in its buffer so backward regenerates the identical mask, and an optional
+//   rank-r addend in the epilogue (LoRA up-projection fused into the base layer's product).
+//
+// colsum: out[y * N + n] = sum of g[r, n] over the rows r of row-group y (bias gradients and the
+//   split-K reduction). Bindings: 0 g [R, N], 1 out, 2 ColsumParams. One thread column = one n,
+//   CS_WGY threads per column stride over the group's rows and meet in shared memory.
+
+const RM: u32 = 4u;
+const RN: u32 = 4u;
+override WGX: u32 = 16u;
+override WGY: u32 = 16u;
+override BK: u32 = 16u;
+
+@group(0) @binding(0) var<storage, read> mm_a: array<f32>;
+@group(0) @binding(1) var<storage, read> mm_b: array<f32>;
+@group(0) @binding(2) var<storage, read> mm_bias: array<f32>;
+@group(0) @binding(3) var<storage, read> mm_lt: array<f32>;
+@group(0) @binding(4) var<storage, read> mm_lr: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mm_c: array<f32>;
+@group(0) @binding(6) var<uniform> mm_p: MatmulParams;
+
+// Tiles stored k-major: mm_as[k][m], mm_bs[k][n].
+var<workgroup> mm_as: array<f32, BK * WGY * RM>;
+var<workgroup> mm_bs: array<f32, BK * WGX * RN>;
+
+// lowbias32 (Chris Wellons): a cheap integer hash with good avalanche; mirrored in the TS
+// reference (kernels-test/ref/matmul.ts) and src/kernels/matmul.ts.
+fn mm_hash(v: u32) -> u32 {
+  var x = v;
+  x ^= x >> 16u;
+  x *= 0x7feb352du;
+  x ^= x >> 15u;
+  x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+
+// Inverted-dropout factor of element i: 0 (dropped) or 1 / (1 - p) (kept). Keeps when the top 24
+// hash bits reach the threshold floor(p * 2^24), an exact integer test the TS side reproduces.
+fn mm_drop(i: u32) -> f32 {
+  let h = mm_hash(i ^ mm_hash(mm_p.dropSeed));
+  return select(0.0, mm_p.dropScale, (h >> 8u) >= mm_p.dropThr);
+}
+
+// Where a workgroup's slice of the product starts.
+struct MmTile {
+  m0: u32,
+  n0: u32,
+  z: u32,
+  offA: u32,
+  offB: u32,
+  kStart: u32,
+  kEnd: u32,
+}
+
+fn mm_tile(wid: vec3u) -> MmTile {
+  let bat = wid.z % mm_p.batch;
+  let kStart = (wid.z / mm_p.batch) * mm_p.kChunk;
+  return MmTile(
+    wid.y * WGY * RM,
+    wid.x * WGX * RN,
+    wid.z,
+    bat * mm_p.sA,
+    bat * mm_p.sB,
+    kStart,
+    min(mm_p.K, kStart + mm_p.kChunk),
+  );
+}
+
+// acc += the shared tiles' product; thread (x, y) owns rows y + i*WGY and columns x + j*WGX.
+fn mm_accumulate(lid: vec3u, acc: ptr<function, array<f32, RM * RN>>) {
+  let BM = WGY * RM;
+  let BN = WGX * RN;
+  for (var k = 0u; k < BK; k++) {
+    var ra: array<f32, RM>;
+    var rb: array<f32, RN>;
+    for (var i = 0u; i < RM; i++) { ra[i] = mm_as[k * BM + lid.y + i * WGY]; }
+    for (var j = 0u; j < RN; j++) { rb[j] = mm_bs[k * BN + lid.x + j * WGX]; }
+    for (var i = 0u; i < RM; i++) {
+      for (var j = 0u; j < RN; j++) {
+        (*acc)[i * RN + j] = fma(ra[i], rb[j], (*acc)[i * RN + j]);
+      }
+    }
+  }
+}
+
+// C = alpha * acc (+ low-rank addend) (+ bias) (+ beta * C), bounds-checked.
+fn mm_store(lid: vec3u, t: MmTile, acc: ptr<function, array<f32, RM * RN>>) {
+  let rank = mm_p.rank;
+  for (var i = 0u; i < RM; i++) {
+    let gm = t.m0 + lid.y + i * WGY;
+    if (gm >= mm_p.M) { break; }
+    for (var j = 0u; j < RN; j++) {
+      let gn = t.n0 + lid.x + j * WGX;
+      if (gn >= mm_p.N) { break; }
+      let ci = t.z * mm_p.sC + gm * mm_p.N + gn;
+      var v = mm_p.alpha * (*acc)[i * RN + j];
+      if (rank > 0u) {
+        var lr = 0.0;
+        for (var r = 0u; r < rank; r++) {
+          let li = select(gn * rank + r, r * mm_p.N + gn, mm_p.lrTrans != 0u);
+          lr = fma(mm_lt[gm * rank + r], mm_lr[li], lr);
+        }
+        if (mm_p.lrMask != 0u) { lr *= mm_drop(ci); }
+        v += mm_p.lrScale * lr;
+      }
+      if (mm_p.hasBias != 0u) { v += mm_bias[gn]; }
+      // beta == 0 must not read C: it may hold garbage (or NaN poison).
+      if (mm_p.beta != 0.0) { v += mm_p.beta * mm_c[ci]; }
+      mm_c[ci] = v;
+    }
+  }
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let BM = WGY * RM;
+  let BN = WGX * RN;
+  let nthreads = WGX * WGY;
+  let tid = lid.y * WGX + lid.x;
+  let t = mm_tile(wid);
+  let transA = mm_p.transA != 0u;
+  let transB = mm_p.transB != 0u;
+  var acc: array<f32, RM * RN>;
+  for (var i = 0u; i < RM * RN; i++) { acc[i] = 0.0; }
+
+  for (var k0 = t.kStart; k0 < t.kEnd; k0 += BK) {
+    // Consecutive threads walk the operand's contiguous axis, so global reads coalesce.
+    for (var l = tid; l < BM * BK; l += nthreads) {
+      var m = l / BK;
+      var k = l % BK;
+      if (transA) { k = l / BM; m = l % BM; }
+      let gm = t.m0 + m;
+      let gk = k0 + k;
+      var v = 0.0;
+      if (gm < mm_p.M && gk < t.kEnd) {
+        let idx = t.offA + select(gm * mm_p.lda + gk, gk * mm_p.lda + gm, transA);
+        v = mm_a[idx];
+        if (mm_p.dropOn == 1u) { v *= mm_drop(idx); }
+      }
+      mm_as[k * BM + m] = v;
+    }
+    for (var l = tid; l < BK * BN; l += nthreads) {
+      var k = l / BN;
+      var n = l % BN;
+      if (transB) { n = l / BK; k = l % BK; }
+      let gn = t.n0 + n;
+      let gk = k0 + k;
+      var v = 0.0;
+      if (gn < mm_p.N && gk < t.kEnd) {
+        let idx = t.offB + select(gk * mm_p.ldb + gn, gn * mm_p.ldb + gk, transB);
+        v = mm_b[idx];
+        if (mm_p.dropOn == 2u) { v *= mm_drop(idx); }
+      }
+      mm_bs[k * BN + n] = v;
+    }
+    workgroupBarrier();
+    mm_accumulate(lid, &acc);
+    workgroupBarrier();
+  }
+  mm_store(lid, t, &acc);
+}
+
+// matmul with 16-byte loads: the same kernel (it shares every binding but a and b, which it
+// reads as vec4) for operands whose contiguous axis (lda, ldb), batch strides and K slices are
+// multiples of 4, so a vec4 never straddles a row or the tile's k range.
+@group(0) @binding(0) var<storage, read> mm4_a: array<vec4f>;
+@group(0) @binding(1) var<storage, read> mm4_b: array<vec4f>;
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul_v4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let BM = WGY * RM;
+  let BN = WGX * RN;
+  let nthreads = WGX * WGY;
+  let tid = lid.y * WGX + lid.x;
+  let t = mm_tile(wid);
+  let transA = mm_p.transA != 0u;
+  let transB = mm_p.transB != 0u;
+  var acc: array<f32, RM * RN>;
+  for (var i = 0u; i < RM * RN; i++) { acc[i] = 0.0; }
+
+  for (var k0 = t.kStart; k0 < t.kEnd; k0 += BK) {
+    // Each thread loads 4 consecutive elements of the contiguous axis (k, or m when transposed).
+    for (var l = tid; l < BM * BK / 4u; l += nthreads) {
+      var m = (l / (BK / 4u));
+      var k = (l % (BK / 4u)) * 4u;
+      if (transA) { k = l / (BM / 4u); m = (l % (BM / 4u)) * 4u; }
+      let gm = t.m0 + m;
+      let gk = k0 + k;
+      var v = vec4f(0.0);
+      if (gm < mm_p.M && gk < t.kEnd) {
+        let idx = t.offA + select(gm * mm_p.lda + gk, gk * mm_p.lda + gm, transA);
+        v = mm4_a[idx / 4u];
+        if (mm_p.dropOn == 1u) {
+          v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
+        }
+      }
+      let s = select(BM, 1u, transA);
+      for (var c = 0u; c < 4u; c++) { mm_as[k * BM + m + c * s] = v[c]; }
+    }
+    for (var l = tid; l < BK * BN / 4u; l += nthreads) {
+      var k = l / (BN / 4u);
+      var n = (l % (BN / 4u)) * 4u;
+      if (transB) { n = l / (BK / 4u); k = (l % (BK / 4u)) * 4u; }
+      let gn = t.n0 + n;
+      let gk = k0 + k;
+      var v = vec4f(0.0);
+      if (gn < mm_p.N && gk < t.kEnd) {
+        let idx = t.offB + select(gk * mm_p.ldb + gn, gn * mm_p.ldb + gk, transB);
+        v = mm4_b[idx / 4u];
+        if (mm_p.dropOn == 2u) {
+          v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
+        }
+      }
+      let s = select(1u, BN, transB);
+      for (var c = 0u; c < 4u; c++) { mm_bs[k * BN + n + c * s] = v[c]; }
+    }
+    workgroupBarrier();
+    mm_accumulate(lid, &acc);
+    workgroupBarrier();
+  }
+  mm_store(lid, t, &acc);
+}
+
+override CS_WGX: u32 = 64u;
+override CS_WGY: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> cs_g: array<f32>;
+@group(0) @binding(1) var<storage, read_write> cs_out: array<f32>;
+@group(0) @binding(2) var<uniform> cs_p: ColsumParams;
+
+var<workgroup> cs_part: array<f32, CS_WGX * CS_WGY>;
+
+// Column groups run along x (folded into z past 65535), row groups along y.
+@compute @workgroup_size(CS_WGX, CS_WGY)
+fn colsum(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+) {
+  let n = (wid.x + wid.z * nwg.x) * CS_WGX + lid.x;
+  let r0 = wid.y * cs_p.rowsPerGroup;
+  let r1 = min(cs_p.R, r0 + cs_p.rowsPerGroup);
+  var s = 0.0;
+  if (n < cs_p.N) {
+    for (var r = r0 + lid.y; r < r1; r += CS_WGY) { s += cs_g[r * cs_p.N + n]; }
+  }
+  cs_part[lid.y * CS_WGX + lid.x] = s;
+  workgroupBarrier();
+  if (lid.y == 0u && n < cs_p.N) {
+    var t = 0.0;
+    for (var y = 0u; y < CS_WGY; y++) { t += cs_part[y * CS_WGX + lid.x]; }
+    cs_out[wid.y * cs_p.N + n] = t;
+  }
+}

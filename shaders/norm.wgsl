@@ -1,0 +1,175 @@
+// Layer norm over the last dim C of a row-major [rows, C] view (PyTorch nn.LayerNorm: biased
+// variance, eps inside the square root).
+// ln_forward:  x [rows, C], w [C], b [C] (read) -> y [rows, C], stats [rows, 2] = (mean, rstd).
+//              One workgroup = one row; the grid is folded into y past 65535 rows.
+// ln_dx:       g [rows, C], x, w, stats (read) -> dx [rows, C]. One workgroup = one row.
+// ln_dwb_partial: g, x, stats (read) -> partial [2, P, C] (dw then db partial sums over a chunk
+//              of rows). Workgroup TC x TR: TC consecutive columns (coalesced) x TR row lanes;
+//              workgroup (i, k) = column tile i, row chunk k. No float atomics.
+// ln_dwb_reduce: partial (read) -> out [C] = sum over the P chunks. One thread = one column.
+// Bindings: inputs (read), outputs (read_write), the uniform struct last.
+
+override WG: u32 = 256;
+override TC: u32 = 32;
+override TR: u32 = 8;
+
+fn row_index(wid: vec3u, nwg: vec3u) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
+@group(0) @binding(0) var<storage, read> lnf_x: array<f32>;
+@group(0) @binding(1) var<storage, read> lnf_w: array<f32>;
+@group(0) @binding(2) var<storage, read> lnf_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lnf_y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lnf_stats: array<f32>;
+@group(0) @binding(5) var<uniform> lnf_p: LnParams;
+var<workgroup> lnf_red: array<f32, WG>;
+
+// Two passes over the row. The first sums x - x[0] (a shift by one element of the row) so a row
+// with a large common offset does not lose the small deviations to f32 rounding of the sum.
+@compute @workgroup_size(WG)
+fn ln_forward(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = row_index(wid, nwg);
+  if (row >= lnf_p.rows) { return; }
+  let C = lnf_p.C;
+  let base = row * C;
+  let shift = lnf_x[base];
+  var s = 0.0;
+  for (var c = lid; c < C; c += WG) { s += lnf_x[base + c] - shift; }
+  lnf_red[lid] = s;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) { lnf_red[lid] += lnf_red[lid + k]; }
+    workgroupBarrier();
+  }
+  let mean = shift + lnf_red[0] / f32(C);
+  workgroupBarrier();
+  var q = 0.0;
+  for (var c = lid; c < C; c += WG) {
+    let d = lnf_x[base + c] - mean;
+    q += d * d;
+  }
+  lnf_red[lid] = q;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) { lnf_red[lid] += lnf_red[lid + k]; }
+    workgroupBarrier();
+  }
+  let rstd = 1.0 / sqrt(lnf_red[0] / f32(C) + lnf_p.eps);
+  for (var c = lid; c < C; c += WG) {
+    lnf_y[base + c] = (lnf_x[base + c] - mean) * rstd * lnf_w[c] + lnf_b[c];
+  }
+  if (lid == 0u) {
+    lnf_stats[2u * row] = mean;
+    lnf_stats[2u * row + 1u] = rstd;
+  }
+}
+
+@group(0) @binding(0) var<storage, read> lndx_g: array<f32>;
+@group(0) @binding(1) var<storage, read> lndx_x: array<f32>;
+@group(0) @binding(2) var<storage, read> lndx_w: array<f32>;
+@group(0) @binding(3) var<storage, read> lndx_stats: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lndx_dx: array<f32>;
+@group(0) @binding(5) var<uniform> lndx_p: LnParams;
+var<workgroup> lndx_r1: array<f32, WG>;
+var<workgroup> lndx_r2: array<f32, WG>;
+
+// With xh = (x - mean) * rstd and gh = g * w:
+// dx = rstd * (gh - mean_c(gh) - xh * mean_c(gh * xh)).
+@compute @workgroup_size(WG)
+fn ln_dx(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let row = row_index(wid, nwg);
+  if (row >= lndx_p.rows) { return; }
+  let C = lndx_p.C;
+  let base = row * C;
+  let mean = lndx_stats[2u * row];
+  let rstd = lndx_stats[2u * row + 1u];
+  var s1 = 0.0;
+  var s2 = 0.0;
+  for (var c = lid; c < C; c += WG) {
+    let gh = lndx_g[base + c] * lndx_w[c];
+    s1 += gh;
+    s2 += gh * (lndx_x[base + c] - mean) * rstd;
+  }
+  lndx_r1[lid] = s1;
+  lndx_r2[lid] = s2;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) {
+      lndx_r1[lid] += lndx_r1[lid + k];
+      lndx_r2[lid] += lndx_r2[lid + k];
+    }
+    workgroupBarrier();
+  }
+  let m1 = lndx_r1[0] / f32(C);
+  let m2 = lndx_r2[0] / f32(C);
+  for (var c = lid; c < C; c += WG) {
+    let gh = lndx_g[base + c] * lndx_w[c];
+    let xh = (lndx_x[base + c] - mean) * rstd;
+    lndx_dx[base + c] = rstd * (gh - m1 - xh * m2);
+  }
+}
+
+@group(0) @binding(0) var<storage, read> lnp_g: array<f32>;
+@group(0) @binding(1) var<storage, read> lnp_x: array<f32>;
+@group(0) @binding(2) var<storage, read> lnp_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lnp_partial: array<f32>;
+@group(0) @binding(4) var<uniform> lnp_p: LnPartialParams;
+var<workgroup> lnp_rw: array<f32, TC * TR>;
+var<workgroup> lnp_rb: array<f32, TC * TR>;
+
+// partial[k, c] = sum over rows r of chunk k of g[r, c] * xh[r, c]; partial[P + k, c] = sum g.
+@compute @workgroup_size(TC, TR)
+fn ln_dwb_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let C = lnp_p.C;
+  let c = wid.x * TC + lid.x;
+  let chunk = wid.y;
+  let r0 = chunk * lnp_p.rows_per_chunk;
+  let r1 = min(lnp_p.rows, r0 + lnp_p.rows_per_chunk);
+  var aw = 0.0;
+  var ab = 0.0;
+  if (c < C) {
+    for (var r = r0 + lid.y; r < r1; r += TR) {
+      let g = lnp_g[r * C + c];
+      aw += g * (lnp_x[r * C + c] - lnp_stats[2u * r]) * lnp_stats[2u * r + 1u];
+      ab += g;
+    }
+  }
+  let t = lid.y * TC + lid.x;
+  lnp_rw[t] = aw;
+  lnp_rb[t] = ab;
+  workgroupBarrier();
+  for (var k = TR / 2u; k > 0u; k >>= 1u) {
+    if (lid.y < k) {
+      lnp_rw[t] += lnp_rw[t + k * TC];
+      lnp_rb[t] += lnp_rb[t + k * TC];
+    }
+    workgroupBarrier();
+  }
+  if (lid.y == 0u && c < C) {
+    lnp_partial[chunk * C + c] = lnp_rw[lid.x];
+    lnp_partial[(lnp_p.chunks + chunk) * C + c] = lnp_rb[lid.x];
+  }
+}
+
+@group(0) @binding(0) var<storage, read> lnr_partial: array<f32>;
+@group(0) @binding(1) var<storage, read_write> lnr_out: array<f32>;
+@group(0) @binding(2) var<uniform> lnr_p: LnReduceParams;
+
+// out[c] = sum_k partial[first + k * C + c]: consecutive threads read consecutive columns.
+@compute @workgroup_size(WG)
+fn ln_dwb_reduce(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let c = gid.x + gid.y * nwg.x * WG;
+  if (c >= lnr_p.C) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < lnr_p.chunks; k++) { s += lnr_partial[lnr_p.first + k * lnr_p.C + c]; }
+  lnr_out[c] = s;
+}

@@ -1,0 +1,48 @@
+// Column sums of a row-major [R, C] array: out[s, c] = alpha * (sum over the rows r of split s
+// of x[r, c]).
+// Bindings: x (read), out (read_write), ReduceParams last.
+// Grid: (ceil(C / CT) folded into x and z past 65535, S). One workgroup = CT columns x one split of `chunk` rows; one thread =
+// one column, striding over the split's rows by RT, then a shared-memory tree over the RT lanes.
+// A full sum is the case C = 1 (CT = 1, all 256 threads on rows, reading consecutive addresses).
+// The launcher reduces R rows to S partial rows, then the partials to one row (two stages).
+
+override CT: u32 = 32;
+override RT: u32 = 8;
+
+// Must be >= CT * RT (launchers keep CT * RT = 256).
+const COLSUM_SHARED: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> colsum_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> colsum_out: array<f32>;
+@group(0) @binding(2) var<uniform> colsum_p: ReduceParams;
+
+var<workgroup> colsum_sh: array<f32, COLSUM_SHARED>;
+
+@compute @workgroup_size(CT, RT)
+fn colsum(
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+) {
+  let col = (wid.x + wid.z * nwg.x) * CT + lid.x;
+  // No early return: every thread must reach the barriers; out-of-range columns add zeros.
+  let r0 = wid.y * colsum_p.chunk;
+  let r1 = min(r0 + colsum_p.chunk, colsum_p.R);
+  var acc = 0.0;
+  if (col < colsum_p.C) {
+    for (var r = r0 + lid.y; r < r1; r += RT) {
+      acc += colsum_x[r * colsum_p.C + col];
+    }
+  }
+  colsum_sh[lid.y * CT + lid.x] = acc;
+  workgroupBarrier();
+  for (var s = RT / 2u; s > 0u; s >>= 1u) {
+    if (lid.y < s) {
+      colsum_sh[lid.y * CT + lid.x] += colsum_sh[(lid.y + s) * CT + lid.x];
+    }
+    workgroupBarrier();
+  }
+  if (lid.y == 0u && col < colsum_p.C) {
+    colsum_out[wid.y * colsum_p.C + col] = colsum_p.alpha * colsum_sh[lid.x];
+  }
+}

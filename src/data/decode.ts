@@ -1,0 +1,239 @@
+/**
+ * Decoding image/mask pairs with sharp into model inputs.
+ *
+ * Matches SAM2's `SAM2Transforms`: the photo is resized to a `size`x`size` square ignoring its
+ * aspect ratio (torchvision `Resize((s, s))`, bilinear with antialiasing, pixel centres aligned),
+ * scaled to [0, 1] and normalised with the ImageNet mean/std. Here the resize is sharp's 'linear'
+ * kernel, which is bilinear upsampling and an antialiased (support-widened) linear filter when
+ * downsampling, as torchvision's antialias=True. The mask is binarised at > 127 at its own
+ * resolution, then resized nearest-neighbour with pixel-centre mapping (torch 'nearest-exact').
+ * EXIF orientation is not applied (neither does PIL's Image.open), so image and mask stay aligned.
+ */
+import sharp from 'sharp';
+import type { Sample } from './dataset.js';
+
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
+export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
+
+/** A sample that could not be used, and why (for `--skip-bad` reports). */
+export interface BadSample {
+  id: string;
+  file: string;
+  reason: string;
+}
+
+export class SampleError extends Error {
+  constructor(
+    readonly id: string,
+    readonly file: string,
+    readonly reason: string,
+  ) {
+    super(`${file}: ${reason}`);
+    this.name = 'SampleError';
+  }
+
+  toBad(): BadSample {
+    return { id: this.id, file: this.file, reason: this.reason };
+  }
+}
+
+export interface LoadedPair {
+  id: string;
+  /** NHWC [size, size, 3], ImageNet-normalised. */
+  image: Float32Array;
+  /** [size, size], 0 or 1. */
+  mask: Float32Array;
+  origWidth: number;
+  origHeight: number;
+}
+
+export interface DecodeOptions {
+  /** Mask pixels strictly above this grey level are crack (default 127). */
+  maskThreshold?: number;
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+async function size2d(id: string, file: string): Promise<{ width: number; height: number }> {
+  try {
+    const m = await sharp(file).metadata();
+    if (!m.width || !m.height) throw new Error('no image dimensions');
+    return { width: m.width, height: m.height };
+  } catch (e) {
+    throw new SampleError(id, file, `unreadable image (${errText(e)})`);
+  }
+}
+
+/** Checks both files' headers (readable, same size) without decoding pixels. */
+export async function checkPair(s: Sample): Promise<{ width: number; height: number }> {
+  const [im, mk] = await Promise.all([size2d(s.id, s.image), size2d(s.id, s.mask)]);
+  if (im.width !== mk.width || im.height !== mk.height) {
+    throw new SampleError(
+      s.id,
+      s.mask,
+      `mask is ${mk.width}x${mk.height} but its image ${s.image} is ${im.width}x${im.height}`,
+    );
+  }
+  return im;
+}
+
+/** u8 RGB (or grey/alpha, expanded) → normalised float NHWC. */
+export function normalizeRgb(
+  px: Uint8Array | Buffer,
+  channels: number,
+  n: number,
+  out = new Float32Array(n * 3),
+): Float32Array {
+  const scale = IMAGENET_STD.map((s) => 1 / (255 * s));
+  const shift = IMAGENET_MEAN.map((m, c) => m / IMAGENET_STD[c]);
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < 3; c++) {
+      const v = px[i * channels + (channels >= 3 ? c : 0)];
+      out[i * 3 + c] = v * scale[c] - shift[c];
+    }
+  }
+  return out;
+}
+
+/** A decoded photo: u8 pixels, alpha removed, 1 (grey) or 3 channels. */
+export interface RawImage {
+  data: Buffer;
+  width: number;
+  height: number;
+  channels: 1 | 2 | 3 | 4;
+}
+
+/** Decodes a whole photo to raw pixels (SampleError naming the file when unreadable). */
+export async function decodeRaw(file: string, id = file): Promise<RawImage> {
+  try {
+    const { data, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    return { data, width: info.width, height: info.height, channels: info.channels };
+  } catch (e) {
+    throw new SampleError(id, file, `unreadable image (${errText(e)})`);
+  }
+}
+
+/**
+ * Resizes a window of a decoded photo (default: all of it) to `size`x`size` and normalises it.
+ * Resizing from decoded pixels (not from the file) keeps sharp's JPEG shrink-on-load out of the
+ * way, so training inputs and prediction tiles go through the identical filter.
+ */
+export async function resizeNormalize(
+  raw: RawImage,
+  size: number,
+  win?: { x: number; y: number; w: number; h: number },
+): Promise<Float32Array> {
+  let img = sharp(raw.data, {
+    raw: { width: raw.width, height: raw.height, channels: raw.channels },
+  });
+  if (win && (win.x !== 0 || win.y !== 0 || win.w !== raw.width || win.h !== raw.height)) {
+    img = img.extract({ left: win.x, top: win.y, width: win.w, height: win.h });
+  }
+  const { data, info } = await img
+    .resize(size, size, { fit: 'fill', kernel: 'linear' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return normalizeRgb(data, info.channels, size * size);
+}
+
+/** Decodes a photo to normalised NHWC [size, size, 3]. */
+export async function loadImage(
+  file: string,
+  size: number,
+  id = file,
+): Promise<{ image: Float32Array; origWidth: number; origHeight: number }> {
+  const raw = await decodeRaw(file, id);
+  try {
+    return { image: await resizeNormalize(raw, size), origWidth: raw.width, origHeight: raw.height };
+  } catch (e) {
+    throw new SampleError(id, file, `cannot resize image (${errText(e)})`);
+  }
+}
+
+/** Nearest-neighbour resize with pixel-centre mapping of a one-channel map. */
+export function resizeNearest(
+  src: ArrayLike<number>,
+  sw: number,
+  sh: number,
+  dw: number,
+  dh: number,
+): Float32Array {
+  const out = new Float32Array(dw * dh);
+  const xs = new Int32Array(dw);
+  for (let x = 0; x < dw; x++) xs[x] = Math.min(sw - 1, Math.floor(((x + 0.5) * sw) / dw));
+  for (let y = 0; y < dh; y++) {
+    const sy = Math.min(sh - 1, Math.floor(((y + 0.5) * sh) / dh));
+    for (let x = 0; x < dw; x++) out[y * dw + x] = src[sy * sw + xs[x]];
+  }
+  return out;
+}
+
+/** Decodes a mask at its own resolution to 0/1 (grey level > threshold). */
+export async function loadMask(
+  file: string,
+  id = file,
+  threshold = 127,
+): Promise<{ mask: Uint8Array; width: number; height: number }> {
+  try {
+    const { data, info } = await sharp(file)
+      .removeAlpha()
+      .greyscale()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const n = info.width * info.height;
+    const mask = new Uint8Array(n);
+    for (let i = 0; i < n; i++) mask[i] = data[i * info.channels] > threshold ? 1 : 0;
+    return { mask, width: info.width, height: info.height };
+  } catch (e) {
+    throw new SampleError(id, file, `unreadable mask (${errText(e)})`);
+  }
+}
+
+/**
+ * Loads one pair at `size`x`size`. Throws SampleError naming the file for an unreadable image or
+ * mask, and naming both files and sizes when the mask's size differs from its image's (never
+ * silently resized: that is usually a pairing mistake).
+ */
+export async function loadPair(
+  sample: Sample,
+  size: number,
+  opts: DecodeOptions = {},
+): Promise<LoadedPair> {
+  const dims = await checkPair(sample);
+  const [im, mk] = await Promise.all([
+    loadImage(sample.image, size, sample.id),
+    loadMask(sample.mask, sample.id, opts.maskThreshold ?? 127),
+  ]);
+  return {
+    id: sample.id,
+    image: im.image,
+    mask: resizeNearest(mk.mask, mk.width, mk.height, size, size),
+    origWidth: dims.width,
+    origHeight: dims.height,
+  };
+}
+
+/**
+ * Header check of every pair (readable, mask size matches). With `skipBad` the bad ones are
+ * returned with their reasons instead of throwing on the first.
+ */
+export async function checkSamples(
+  samples: Sample[],
+  opts: { skipBad?: boolean; concurrency?: number } = {},
+): Promise<{ good: Sample[]; bad: BadSample[] }> {
+  const good: Sample[] = [];
+  const bad: BadSample[] = [];
+  const conc = opts.concurrency ?? 16;
+  for (let i = 0; i < samples.length; i += conc) {
+    const chunk = samples.slice(i, i + conc);
+    const res = await Promise.allSettled(chunk.map((s) => checkPair(s)));
+    res.forEach((r, j) => {
+      if (r.status === 'fulfilled') return void good.push(chunk[j]);
+      if (!opts.skipBad || !(r.reason instanceof SampleError)) throw r.reason;
+      bad.push(r.reason.toBad());
+    });
+  }
+  return { good, bad };
+}

@@ -1,0 +1,332 @@
+/** Launchers for shaders/attention.wgsl (flash-style multi-head attention, forward + backward). */
+import { defineShader, type Kernel } from '../gpu/kernel.js';
+import type { BufferRef, Gpu } from '../gpu/runtime.js';
+
+const WG = 256;
+/** Threads per row; a thread owns up to MAXDT (16, in the shader) dims of a head. */
+const TPR = 16;
+const MAXDT = 16;
+
+export const attentionShader = defineShader('attention', {
+  AttnParams: {
+    BH: 'u32',
+    heads: 'u32',
+    Nq: 'u32',
+    Nk: 'u32',
+    scale: 'f32',
+    sq: 'u32',
+    oq: 'u32',
+    sk: 'u32',
+    ok: 'u32',
+    sv: 'u32',
+    ov: 'u32',
+    so: 'u32',
+    oo: 'u32',
+    sg: 'u32',
+    og: 'u32',
+    s1: 'u32',
+    o1: 'u32',
+    s2: 'u32',
+    o2: 'u32',
+  },
+  ColsParams: { rows: 'u32', cols: 'u32', si: 'u32', oi: 'u32', so: 'u32', oo: 'u32' },
+});
+
+export const attnFwdKernel = attentionShader.kernel({
+  name: 'attention.fwd',
+  entry: 'attn_fwd',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'out', 'lse'],
+});
+
+export const attnBwdDKernel = attentionShader.kernel({
+  name: 'attention.bwd_d',
+  entry: 'attn_bwd_d',
+  params: 'AttnParams',
+  bindings: ['gradOut', 'out', 'dsum'],
+  overrides: { WG },
+});
+
+export const attnBwdQKernel = attentionShader.kernel({
+  name: 'attention.bwd_q',
+  entry: 'attn_bwd_q',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dq'],
+});
+
+export const attnBwdKVKernel = attentionShader.kernel({
+  name: 'attention.bwd_kv',
+  entry: 'attn_bwd_kv',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dkv'],
+});
+
+export const attnColsKernel = attentionShader.kernel({
+  name: 'attention.cols',
+  entry: 'attn_cols',
+  params: 'ColsParams',
+  bindings: ['src', 'dst'],
+  overrides: { WG },
+});
+
+/**
+ * Rows of one operand: token (b, n) of a [B, N, *] tensor starts at (b * N + n) * stride, and
+ * the heads' channels start `offset` into the row (q, k, v of a packed qkv share a buffer).
+ */
+export interface RowView {
+  buffer: GPUBuffer;
+  stride: number;
+  offset: number;
+}
+
+export interface AttnDims {
+  B: number;
+  heads: number;
+  /** Head dim. */
+  hd: number;
+  Nq: number;
+  Nk: number;
+  /** Softmax scale (SAM2: 1 / sqrt(hd)). */
+  scale: number;
+  /** Tile sizes instead of attentionTiles' choice (tests use it to cover small-memory tiles). */
+  tiles?: { BR: number; BC: number };
+}
+
+type Which = 'fwd' | 'q' | 'kv';
+
+/** Workgroup-memory floats a kernel needs at tile sizes (BR rows resident, BC streamed). */
+function sharedFloats(which: Which, hd: number, BR: number, BC: number): number {
+  const hs = hd + 1; // tile row stride (HS in the shader)
+  if (which === 'fwd') return BR * hs + 2 * BC * hs + BR * BC;
+  if (which === 'q') return 2 * BR * hs + 2 * BC * hs + BR * BC;
+  return 2 * BR * hs + 2 * BC * hs + 2 * BC + 2 * BC * BR;
+}
+
+/**
+ * Tiles for this device: 16 resident rows x 16 threads (256 invocations) and the longest streamed
+ * block that fits workgroup memory (at hd 96: 32 under 48 KiB, 8 under the 16 KiB floor, where
+ * the gradient kernels also drop to 8 resident rows).
+ */
+export function attentionTiles(gpu: Gpu, which: Which, hd: number): { BR: number; BC: number } {
+  const bytes = gpu.limits.maxComputeWorkgroupStorageSize;
+  const threads = gpu.limits.maxComputeInvocationsPerWorkgroup;
+  for (const BR of [16, 8, 4, 2, 1]) {
+    if (BR * TPR > threads) continue;
+    for (const BC of [32, 16, 8, 4]) {
+      if (4 * sharedFloats(which, hd, BR, BC) <= bytes) return { BR, BC };
+    }
+  }
+  throw new Error(`attention: head dim ${hd} does not fit ${bytes} bytes of workgroup memory`);
+}
+
+function checkDims(d: AttnDims): void {
+  const ok = [d.B, d.heads, d.hd, d.Nq, d.Nk].every((x) => Number.isInteger(x) && x > 0);
+  if (!ok) throw new Error(`attention: bad dims ${JSON.stringify(d)}`);
+  if (d.hd > TPR * MAXDT) throw new Error(`attention: head dim ${d.hd} exceeds ${TPR * MAXDT}`);
+}
+
+/** Binds exactly the span a view reads, checked against the storage binding limit. */
+function bind(gpu: Gpu, v: RowView, rows: number, width: number, what: string): BufferRef {
+  const floats = (rows - 1) * v.stride + v.offset + width;
+  const size = floats * 4;
+  const max = gpu.limits.maxStorageBufferBindingSize;
+  if (size > max) {
+    throw new Error(
+      `attention: ${what} spans ${size} bytes, above maxStorageBufferBindingSize ${max}`,
+    );
+  }
+  if (size > v.buffer.size) {
+    throw new Error(`attention: ${what} needs ${size} bytes, its buffer has ${v.buffer.size}`);
+  }
+  return { buffer: v.buffer, offset: 0, size };
+}
+
+function flat(buffer: GPUBuffer, n: number): RowView {
+  return { buffer, stride: n, offset: 0 };
+}
+
+type Span = { stride: number; offset: number };
+
+function params(
+  d: AttnDims,
+  views: Partial<Record<'q' | 'k' | 'v' | 'o' | 'g' | '1' | '2', Span>>,
+): Record<string, number> {
+  const s = (k: keyof typeof views) => views[k]?.stride ?? 0;
+  const o = (k: keyof typeof views) => views[k]?.offset ?? 0;
+  return {
+    BH: d.B * d.heads,
+    heads: d.heads,
+    Nq: d.Nq,
+    Nk: d.Nk,
+    scale: d.scale,
+    sq: s('q'),
+    oq: o('q'),
+    sk: s('k'),
+    ok: o('k'),
+    sv: s('v'),
+    ov: o('v'),
+    so: s('o'),
+    oo: o('o'),
+    sg: s('g'),
+    og: o('g'),
+    s1: s('1'),
+    o1: o('1'),
+    s2: s('2'),
+    o2: o('2'),
+  };
+}
+
+/** grid.x row blocks, B * heads folded over y and z. */
+function grid(gpu: Gpu, rows: number, BR: number, BH: number): [number, number, number] {
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const gy = Math.min(BH, max);
+  const gz = Math.ceil(BH / gy);
+  if (gz > max) throw new Error(`attention: ${BH} batch-heads exceed the workgroup grid`);
+  return [Math.ceil(rows / BR), gy, gz];
+}
+
+function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
+  buffers: BufferRef[], p: Record<string, number>): void {
+  const { BR, BC } = d.tiles ?? attentionTiles(gpu, which, d.hd);
+  gpu.run(kernel, {
+    buffers,
+    params: p,
+    grid: grid(gpu, rows, BR, d.B * d.heads),
+    overrides: { HD: d.hd, BR, BC, TPR },
+  });
+}
+
+/**
+ * out = softmax(scale * q k^T) v per (batch, head), and lse [B * heads, Nq] = logsumexp of each
+ * score row (saved for backward).
+ */
+export function attentionForward(
+  gpu: Gpu,
+  d: AttnDims,
+  q: RowView,
+  k: RowView,
+  v: RowView,
+  out: RowView,
+  lse: GPUBuffer,
+): void {
+  checkDims(d);
+  const C = d.heads * d.hd;
+  const BH = d.B * d.heads;
+  const bufs = [
+    bind(gpu, q, d.B * d.Nq, C, 'q'),
+    bind(gpu, k, d.B * d.Nk, C, 'k'),
+    bind(gpu, v, d.B * d.Nk, C, 'v'),
+    bind(gpu, out, d.B * d.Nq, C, 'out'),
+    bind(gpu, flat(lse, BH * d.Nq), 1, BH * d.Nq, 'lse'),
+  ];
+  run(gpu, attnFwdKernel, 'fwd', d, d.Nq, bufs, params(d, { q, k, v, o: out }));
+}
+
+/** dsum [B * heads, Nq] = rowsum over each head of gradOut * out. */
+export function attentionBackwardD(
+  gpu: Gpu,
+  d: AttnDims,
+  gradOut: RowView,
+  out: RowView,
+  dsum: GPUBuffer,
+): void {
+  checkDims(d);
+  const C = d.heads * d.hd;
+  const n = d.B * d.heads * d.Nq;
+  gpu.run(attnBwdDKernel, {
+    buffers: [
+      bind(gpu, gradOut, d.B * d.Nq, C, 'gradOut'),
+      bind(gpu, out, d.B * d.Nq, C, 'out'),
+      bind(gpu, flat(dsum, n), 1, n, 'dsum'),
+    ],
+    params: params(d, { g: gradOut, o: out }),
+    grid: gpu.grid(n, WG),
+    overrides: { HD: d.hd },
+  });
+}
+
+export interface AttnSaved {
+  q: RowView;
+  k: RowView;
+  v: RowView;
+  gradOut: RowView;
+  lse: GPUBuffer;
+  dsum: GPUBuffer;
+}
+
+function savedBuffers(gpu: Gpu, d: AttnDims, s: AttnSaved): BufferRef[] {
+  const C = d.heads * d.hd;
+  const n = d.B * d.heads * d.Nq;
+  return [
+    bind(gpu, s.q, d.B * d.Nq, C, 'q'),
+    bind(gpu, s.k, d.B * d.Nk, C, 'k'),
+    bind(gpu, s.v, d.B * d.Nk, C, 'v'),
+    bind(gpu, s.gradOut, d.B * d.Nq, C, 'gradOut'),
+    bind(gpu, flat(s.lse, n), 1, n, 'lse'),
+    bind(gpu, flat(s.dsum, n), 1, n, 'dsum'),
+  ];
+}
+
+/** dq = scale * (P * (gradOut v^T - dsum)) k, written through the `dq` view. */
+export function attentionBackwardQ(gpu: Gpu, d: AttnDims, s: AttnSaved, dq: RowView): void {
+  checkDims(d);
+  const bufs = [...savedBuffers(gpu, d, s), bind(gpu, dq, d.B * d.Nq, d.heads * d.hd, 'dq')];
+  const p = params(d, { q: s.q, k: s.k, v: s.v, g: s.gradOut, 1: dq });
+  run(gpu, attnBwdQKernel, 'q', d, d.Nq, bufs, p);
+}
+
+/**
+ * dk = scale * dS^T q and dv = P^T gradOut, both into `out` (one binding: in the packed case
+ * they are columns of one tensor) through (stride, offset) pairs.
+ */
+export function attentionBackwardKV(
+  gpu: Gpu,
+  d: AttnDims,
+  s: AttnSaved,
+  out: GPUBuffer,
+  dk: { stride: number; offset: number },
+  dv: { stride: number; offset: number },
+): void {
+  checkDims(d);
+  const C = d.heads * d.hd;
+  const last = Math.max(dk.offset, dv.offset);
+  const stride = Math.max(dk.stride, dv.stride);
+  const bufs = [...savedBuffers(gpu, d, s), bind(gpu, { buffer: out, stride, offset: last },
+    d.B * d.Nk, C, 'dkv')];
+  const p = params(d, { q: s.q, k: s.k, v: s.v, g: s.gradOut, 1: dk, 2: dv });
+  run(gpu, attnBwdKVKernel, 'kv', d, d.Nk, bufs, p);
+}
+
+/** dst row r, columns [0, cols) = src row r, the same columns (strided views, `rows` rows). */
+export function copyColumns(
+  gpu: Gpu,
+  src: RowView,
+  dst: RowView,
+  rows: number,
+  cols: number,
+): void {
+  const n = rows * cols;
+  gpu.run(attnColsKernel, {
+    buffers: [bind(gpu, src, rows, cols, 'src'), bind(gpu, dst, rows, cols, 'dst')],
+    params: { rows, cols, si: src.stride, oi: src.offset, so: dst.stride, oo: dst.offset },
+    grid: gpu.grid(n, WG),
+  });
+}
+
+export const attnZeroColsKernel = attentionShader.kernel({
+  name: 'attention.zero_cols',
+  entry: 'attn_zero_cols',
+  params: 'ColsParams',
+  bindings: ['dst'],
+  overrides: { WG },
+});
+
+/** dst row r, columns [0, cols) = 0 (a strided view, `rows` rows). */
+export function zeroColumns(gpu: Gpu, dst: RowView, rows: number, cols: number): void {
+  const n = rows * cols;
+  gpu.run(attnZeroColsKernel, {
+    buffers: [bind(gpu, dst, rows, cols, 'dst')],
+    params: { rows, cols, si: 0, oi: 0, so: dst.stride, oo: dst.offset },
+    grid: gpu.grid(n, WG),
+  });
+}

@@ -1,0 +1,231 @@
+/** Launchers for shaders/conv.wgsl: implicit-GEMM conv2d forward, input/weight/bias gradients. */
+import { defineShader } from '../gpu/kernel.js';
+import type { Gpu } from '../gpu/runtime.js';
+
+/** Threads per workgroup along n (x) and m (y); each thread computes a 4x4 block. */
+const WGX = 16;
+const WGY = 16;
+const TK = 16;
+const TM = WGY * 4;
+const TN = WGX * 4;
+/** colsum: rows one workgroup sums (its output has ceil(rows / RPW) rows). */
+const RPW = 256;
+const CS_X = 64;
+
+export const conv = defineShader('conv', {
+  ConvParams: {
+    b: 'u32',
+    h: 'u32',
+    w: 'u32',
+    cin: 'u32',
+    ho: 'u32',
+    wo: 'u32',
+    cout: 'u32',
+    kh: 'u32',
+    kw: 'u32',
+    stride: 'u32',
+    pad: 'u32',
+    direct: 'u32',
+    has_bias: 'u32',
+    m0: 'u32',
+    chunk: 'u32',
+  },
+  ColsumParams: { rows: 'u32', cols: 'u32', rpw: 'u32' },
+});
+
+const tiles = { WGX, WGY, TK };
+
+export const convFwdKernel = conv.kernel({
+  name: 'conv.fwd',
+  entry: 'conv_fwd',
+  params: 'ConvParams',
+  bindings: ['x', 'weight', 'bias', 'y'],
+  overrides: tiles,
+});
+
+export const convDxKernel = conv.kernel({
+  name: 'conv.dx',
+  entry: 'conv_dx',
+  params: 'ConvParams',
+  bindings: ['dy', 'weight', 'dx'],
+  overrides: tiles,
+});
+
+export const convDwKernel = conv.kernel({
+  name: 'conv.dw',
+  entry: 'conv_dw',
+  params: 'ConvParams',
+  bindings: ['dy', 'x', 'dw'],
+  overrides: tiles,
+});
+
+export const colsumKernel = conv.kernel({
+  name: 'conv.colsum',
+  entry: 'colsum',
+  params: 'ColsumParams',
+  bindings: ['in', 'out'],
+  overrides: { CS_X, CS_Y: 4 },
+});
+
+/** Geometry of one conv2d: NHWC input [b, h, w, cin], weight [cout, cin, kh, kw]. */
+export interface ConvDims {
+  b: number;
+  h: number;
+  w: number;
+  cin: number;
+  cout: number;
+  kh: number;
+  kw: number;
+  stride: number;
+  pad: number;
+}
+
+/** Output spatial size (PyTorch floor semantics). */
+export function convOutSize(d: ConvDims): [number, number] {
+  return [
+    Math.floor((d.h + 2 * d.pad - d.kh) / d.stride) + 1,
+    Math.floor((d.w + 2 * d.pad - d.kw) / d.stride) + 1,
+  ];
+}
+
+function params(d: ConvDims, extra: { has_bias?: number; m0?: number; chunk?: number } = {}) {
+  const [ho, wo] = convOutSize(d);
+  const direct = d.kh === 1 && d.kw === 1 && d.stride === 1 && d.pad === 0 ? 1 : 0;
+  return { ...d, ho, wo, direct, has_bias: 0, m0: 0, chunk: 0, ...extra };
+}
+
+function checkBinding(gpu: Gpu, what: string, floats: number): void {
+  const max = gpu.limits.maxStorageBufferBindingSize;
+  if (floats * 4 > max) {
+    throw new Error(`${what}: ${floats * 4} bytes exceed maxStorageBufferBindingSize ${max}`);
+  }
+}
+
+/** Dispatches m tiles in slices of at most maxComputeWorkgroupsPerDimension (x grid). */
+function runRows(
+  gpu: Gpu,
+  rows: number,
+  cols: number,
+  dispatch: (m0: number, gx: number, gy: number) => void,
+): void {
+  const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const gy = Math.ceil(cols / TN);
+  if (gy > maxG) throw new Error(`conv: ${cols} output channels exceed the workgroup grid`);
+  const mTiles = Math.ceil(rows / TM);
+  for (let t0 = 0; t0 < mTiles; t0 += maxG) dispatch(t0 * TM, Math.min(maxG, mTiles - t0), gy);
+}
+
+/** y[b, oy, ox, co] = bias[co] + sum over (ci, ky, kx) of x · weight. */
+export function conv2dForward(
+  gpu: Gpu,
+  x: GPUBuffer,
+  weight: GPUBuffer,
+  bias: GPUBuffer | null,
+  y: GPUBuffer,
+  d: ConvDims,
+): void {
+  const [ho, wo] = convOutSize(d);
+  const rows = d.b * ho * wo;
+  checkBinding(gpu, 'conv2d x', d.b * d.h * d.w * d.cin);
+  checkBinding(gpu, 'conv2d y', rows * d.cout);
+  runRows(gpu, rows, d.cout, (m0, gx, gy) => {
+    gpu.run(convFwdKernel, {
+      // Without a bias the weight stands in for the unused binding (both are read-only).
+      buffers: [x, weight, bias ?? weight, y],
+      params: params(d, { has_bias: bias ? 1 : 0, m0 }),
+      grid: [gx, gy],
+    });
+  });
+}
+
+/** dx [b, h, w, cin] from dy [b, ho, wo, cout] (gather form: one writer per dx element). */
+export function conv2dBackwardInput(
+  gpu: Gpu,
+  dy: GPUBuffer,
+  weight: GPUBuffer,
+  dx: GPUBuffer,
+  d: ConvDims,
+): void {
+  const rows = d.b * d.h * d.w;
+  checkBinding(gpu, 'conv2d dx', rows * d.cin);
+  runRows(gpu, rows, d.cin, (m0, gx, gy) => {
+    gpu.run(convDxKernel, { buffers: [dy, weight, dx], params: params(d, { m0 }), grid: [gx, gy] });
+  });
+}
+
+/**
+ * Number of slices the P = b*ho*wo reduction of the weight gradient is split into: enough
+ * workgroups to fill a large GPU when the weight is small, each slice at least 256 rows.
+ */
+export function weightGradSplits(d: ConvDims): number {
+  const [ho, wo] = convOutSize(d);
+  const rows = d.b * ho * wo;
+  const outTiles = Math.ceil(d.cout / TM) * Math.ceil((d.kh * d.kw * d.cin) / TN);
+  return Math.max(1, Math.min(64, Math.ceil(512 / outTiles), Math.floor(rows / 256)));
+}
+
+/**
+ * dW [cout, cin, kh, kw] = sum over (b, oy, ox) of dy ⊗ im2col(x). With `splits` > 1 each slice
+ * of the reduction writes a partial dW into scratch and colsum adds them.
+ */
+export function conv2dBackwardWeight(
+  gpu: Gpu,
+  dy: GPUBuffer,
+  x: GPUBuffer,
+  dw: GPUBuffer,
+  d: ConvDims,
+  splits = weightGradSplits(d),
+): void {
+  const [ho, wo] = convOutSize(d);
+  const rows = d.b * ho * wo;
+  const kk = d.kh * d.kw * d.cin;
+  const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const chunk = Math.ceil(Math.ceil(rows / splits) / TK) * TK;
+  const s = Math.ceil(rows / chunk);
+  const grid: [number, number, number] = [Math.ceil(d.cout / TM), Math.ceil(kk / TN), s];
+  if (grid[1] > maxG || s > maxG) throw new Error(`conv2d dW: grid ${grid} too large`);
+  const p = params(d, { chunk });
+  if (s === 1) {
+    gpu.run(convDwKernel, { buffers: [dy, x, dw], params: p, grid });
+    return;
+  }
+  const n = d.cout * kk;
+  checkBinding(gpu, 'conv2d dW partials', s * n);
+  const scratch = gpu.alloc(s * n * 4, 'conv.dw.partials');
+  gpu.run(convDwKernel, { buffers: [dy, x, scratch], params: p, grid });
+  colsum(gpu, scratch, dw, s, n);
+  gpu.free(scratch);
+}
+
+/** Bias gradient: db[co] = sum of dy [rows, cout] over rows. */
+export function conv2dBackwardBias(
+  gpu: Gpu,
+  dy: GPUBuffer,
+  db: GPUBuffer,
+  rows: number,
+  cout: number,
+): void {
+  colsum(gpu, dy, db, rows, cout);
+}
+
+/** out[c] = sum over r of inp[r, c], in passes of RPW rows (scratch between passes). */
+export function colsum(gpu: Gpu, inp: GPUBuffer, out: GPUBuffer, rows: number, cols: number): void {
+  const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const gx = Math.ceil(cols / CS_X);
+  if (gx > maxG) throw new Error(`colsum: ${cols} columns exceed the workgroup grid`);
+  let src = inp;
+  let n = rows;
+  const scratch: GPUBuffer[] = [];
+  while (n > 0) {
+    const next = Math.ceil(n / RPW);
+    if (next > maxG) throw new Error(`colsum: ${rows} rows exceed the workgroup grid`);
+    const dst = next === 1 ? out : gpu.alloc(next * cols * 4, 'conv.colsum.partials');
+    if (dst !== out) scratch.push(dst);
+    const params = { rows: n, cols, rpw: RPW };
+    gpu.run(colsumKernel, { buffers: [src, dst], params, grid: [gx, next] });
+    if (next === 1) break;
+    src = dst;
+    n = next;
+  }
+  for (const b of scratch) gpu.free(b);
+}

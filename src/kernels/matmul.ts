@@ -1,0 +1,287 @@
+/** Launchers for shaders/matmul.wgsl: tiled (batched, split-K) matrix products and column sums. */
+import { defineShader } from '../gpu/kernel.js';
+import type { BufferRef, Gpu } from '../gpu/runtime.js';
+
+/** Register block per thread (consts in the shader) and the default workgroup shape. */
+const RM = 4;
+const RN = 4;
+const WGX = 16;
+const WGY = 16;
+const BK = 16;
+
+type TileShape = {
+  WGX: number;
+  WGY: number;
+  BK: number;
+};
+
+/**
+ * 256 threads in every shape. Skinny products (LoRA's rank-r side, N or M <= 16) get a 256x16
+ * (or 16x256) tile so the idle part of a 64x64 tile is not wasted; BK 8 keeps that tile's shared
+ * memory (8.7 KB) under WebGPU's default 16 KB.
+ */
+function tileShape(M: number, N: number): TileShape {
+  if (N <= 16 && M > 64) return { WGX: 4, WGY: 64, BK: 8 };
+  if (M <= 16 && N > 64) return { WGX: 64, WGY: 4, BK: 8 };
+  return { WGX, WGY, BK };
+}
+const CS_WGX = 64;
+const CS_WGY = 4;
+
+export const matmulFamily = defineShader('matmul', {
+  MatmulParams: {
+    M: 'u32',
+    N: 'u32',
+    K: 'u32',
+    lda: 'u32',
+    ldb: 'u32',
+    sA: 'u32',
+    sB: 'u32',
+    sC: 'u32',
+    batch: 'u32',
+    kChunk: 'u32',
+    transA: 'u32',
+    transB: 'u32',
+    alpha: 'f32',
+    beta: 'f32',
+    hasBias: 'u32',
+    dropOn: 'u32',
+    dropSeed: 'u32',
+    dropThr: 'u32',
+    dropScale: 'f32',
+    rank: 'u32',
+    lrScale: 'f32',
+    lrTrans: 'u32',
+    lrMask: 'u32',
+  },
+  ColsumParams: { R: 'u32', N: 'u32', rowsPerGroup: 'u32' },
+});
+
+export const matmulKernel = matmulFamily.kernel({
+  name: 'matmul.tiled',
+  entry: 'matmul',
+  params: 'MatmulParams',
+  bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
+  overrides: { WGX, WGY, BK },
+});
+
+/** The same product with vec4 loads of a and b (see matmul_v4 in the shader). */
+export const matmulV4Kernel = matmulFamily.kernel({
+  name: 'matmul.tiled_v4',
+  entry: 'matmul_v4',
+  params: 'MatmulParams',
+  bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
+  overrides: { WGX, WGY, BK },
+});
+
+export const colsumKernel = matmulFamily.kernel({
+  name: 'matmul.colsum',
+  entry: 'colsum',
+  params: 'ColsumParams',
+  bindings: ['g', 'out'],
+  overrides: { CS_WGX, CS_WGY },
+});
+
+/** Inverted dropout keyed by (seed, element index): see mm_drop in the shader. */
+export interface DropoutSpec {
+  p: number;
+  seed: number;
+}
+
+function dropoutUniforms(d: DropoutSpec | null | undefined) {
+  if (!d || d.p === 0) return { dropSeed: 0, dropThr: 0, dropScale: 1 };
+  if (!(d.p > 0 && d.p < 1)) throw new Error(`matmul: dropout p must be in [0, 1), got ${d.p}`);
+  return {
+    dropSeed: d.seed >>> 0,
+    dropThr: Math.floor(d.p * 2 ** 24),
+    dropScale: 1 / (1 - d.p),
+  };
+}
+
+/**
+ * One batched product. Matrices are contiguous row-major; with `transA`, A is stored [K, M]
+ * (likewise B [N, K] with `transB`). C is [batch, M, N].
+ */
+export interface MatmulCall {
+  a: GPUBuffer;
+  b: GPUBuffer;
+  c: GPUBuffer;
+  M: number;
+  N: number;
+  K: number;
+  batch?: number;
+  transA?: boolean;
+  transB?: boolean;
+  /** Elements between batch entries of A (default M*K; 0 shares A over the batch). */
+  strideA?: number;
+  /** Elements between batch entries of B (default K*N; 0 shares B, e.g. a weight). */
+  strideB?: number;
+  alpha?: number;
+  /** C = ... + beta * C (the old C is read only when beta != 0). */
+  beta?: number;
+  /** [N], added to every row. */
+  bias?: GPUBuffer | null;
+  /** Dropout applied to the elements of A or B as they are loaded. */
+  dropout?: (DropoutSpec & { operand: 'a' | 'b' }) | null;
+  /**
+   * Adds scale * T · Lᵀ to C, with T [M, rank] and L stored [N, rank] (or the product T · L with
+   * L stored [rank, N] when `lTransposed`), optionally times the dropout mask at C's own element
+   * index (batch 1 only).
+   */
+  lowRank?: {
+    t: GPUBuffer;
+    l: GPUBuffer;
+    rank: number;
+    scale: number;
+    lTransposed: boolean;
+    mask?: DropoutSpec | null;
+  } | null;
+  /** Number of K slices summed by a colsum pass; default chosen from the grid size. */
+  splitK?: number;
+  /** false forces scalar loads; by default vec4 loads are used when both operands are aligned. */
+  vec4?: boolean;
+}
+
+/** A binding of exactly `elems` floats (pool buffers may be larger), checked against the limit. */
+function bind(gpu: Gpu, buffer: GPUBuffer, elems: number, what: string): BufferRef {
+  const bytes = Math.max(1, elems) * 4;
+  const limit = gpu.limits.maxStorageBufferBindingSize;
+  if (bytes > limit) {
+    throw new Error(`matmul: ${what} needs ${bytes} bytes, over the ${limit}-byte binding limit`);
+  }
+  if (bytes > buffer.size) {
+    throw new Error(`matmul: ${what} needs ${bytes} bytes, its buffer has ${buffer.size}`);
+  }
+  return { buffer, size: bytes };
+}
+
+function chooseSplit(tiles: number, K: number): number {
+  // Few output tiles and a long K (weight gradients: K = all rows of the batch) leave most of a
+  // real GPU idle; cut K into slices of at least 256 until there are ~128 workgroups.
+  if (tiles >= 64 || K < 512) return 1;
+  return Math.min(Math.ceil(K / 256), Math.ceil(128 / tiles), 64);
+}
+
+export function matmul(gpu: Gpu, call: MatmulCall): void {
+  const { M, N, K } = call;
+  const batch = call.batch ?? 1;
+  const transA = !!call.transA;
+  const transB = !!call.transB;
+  const sA = call.strideA ?? M * K;
+  const sB = call.strideB ?? K * N;
+  const alpha = call.alpha ?? 1;
+  const beta = call.beta ?? 0;
+  const lr = call.lowRank ?? null;
+  for (const [k, v] of Object.entries({ M, N, K, batch })) {
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`matmul: ${k} must be positive, got ${v}`);
+  }
+  if (lr && batch !== 1) throw new Error(`matmul: the low-rank addend needs batch 1, got ${batch}`);
+
+  const shape = tileShape(M, N);
+  const BM = shape.WGY * RM;
+  const BN = shape.WGX * RN;
+  const tilesM = Math.ceil(M / BM);
+  const tilesN = Math.ceil(N / BN);
+  const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
+  const canSplit = !call.bias && beta === 0 && !lr;
+  let nSplit = canSplit ? (call.splitK ?? chooseSplit(tilesM * tilesN * batch, K)) : 1;
+  let kChunk = K;
+  if (nSplit > 1) {
+    kChunk = Math.ceil(Math.ceil(K / nSplit) / shape.BK) * shape.BK;
+    nSplit = Math.ceil(K / kChunk);
+  }
+  if (tilesM > maxG || tilesN > maxG || batch * nSplit > maxG) {
+    throw new Error(`matmul: grid ${tilesN}x${tilesM}x${batch * nSplit} exceeds ${maxG}`);
+  }
+
+  const aElems = (batch - 1) * sA + M * K;
+  const bElems = (batch - 1) * sB + K * N;
+  const a = bind(gpu, call.a, aElems, 'A');
+  const b = bind(gpu, call.b, bElems, 'B');
+  const bias = call.bias ? bind(gpu, call.bias, N, 'bias') : a;
+  const lt = lr ? bind(gpu, lr.t, M * lr.rank, 'T') : a;
+  const ll = lr ? bind(gpu, lr.l, N * lr.rank, 'L') : a;
+  const drop = dropoutUniforms(call.dropout ?? lr?.mask);
+  const dropOn = call.dropout && call.dropout.p > 0 ? (call.dropout.operand === 'a' ? 1 : 2) : 0;
+  if (call.dropout && lr?.mask) throw new Error('matmul: one dropout mask per call');
+
+  const params = {
+    M,
+    N,
+    K,
+    lda: transA ? M : K,
+    ldb: transB ? K : N,
+    sA,
+    sB,
+    sC: M * N,
+    batch,
+    kChunk,
+    transA: transA ? 1 : 0,
+    transB: transB ? 1 : 0,
+    alpha,
+    beta,
+    hasBias: call.bias ? 1 : 0,
+    dropOn,
+    ...drop,
+    rank: lr?.rank ?? 0,
+    lrScale: lr?.scale ?? 0,
+    lrTrans: lr?.lTransposed ? 1 : 0,
+    lrMask: lr?.mask && lr.mask.p > 0 ? 1 : 0,
+  };
+  // vec4 loads need every row start and batch offset of both operands at a multiple of 4
+  // (K slices are multiples of BK, itself a multiple of 4).
+  const aligned =
+    params.lda % 4 === 0 && params.ldb % 4 === 0 && sA % 4 === 0 && sB % 4 === 0;
+  const kernel = aligned && call.vec4 !== false ? matmulV4Kernel : matmulKernel;
+  const outElems = batch * M * N;
+  if (nSplit === 1) {
+    const c = bind(gpu, call.c, outElems, 'C');
+    gpu.run(kernel, {
+      buffers: [a, b, bias, lt, ll, c],
+      params,
+      grid: [tilesN, tilesM, batch],
+      overrides: { ...shape },
+    });
+    return;
+  }
+  // Partials [nSplit, batch, M, N], then one column sum over the slices.
+  const tmp = gpu.alloc(nSplit * outElems * 4, 'matmul.splitK');
+  const part = bind(gpu, tmp, nSplit * outElems, 'split-K partials');
+  gpu.run(kernel, {
+    buffers: [a, b, bias, lt, ll, part],
+    params,
+    grid: [tilesN, tilesM, batch * nSplit],
+    overrides: { ...shape },
+  });
+  colsum(gpu, tmp, call.c, nSplit, outElems);
+  gpu.free(tmp);
+}
+
+/**
+ * out[n] = sum over r of g[r * N + n]. Long columns are cut into row groups whose partial sums a
+ * second pass adds, so a [rows, channels] bias gradient with few channels still fills the GPU.
+ */
+export function colsum(gpu: Gpu, g: GPUBuffer, out: GPUBuffer, R: number, N: number): void {
+  if (!(Number.isInteger(R) && R > 0 && Number.isInteger(N) && N > 0)) {
+    throw new Error(`colsum: bad size [${R}, ${N}]`);
+  }
+  const colGroups = Math.ceil(N / CS_WGX);
+  const groups =
+    R <= 1024 ? 1 : Math.min(Math.ceil(R / 256), Math.max(1, Math.ceil(256 / colGroups)));
+  const rowsPerGroup = Math.ceil(R / groups);
+  const [gx, gz] = gpu.grid(N, CS_WGX);
+  const run = (src: GPUBuffer, dst: GPUBuffer, rows: number, rpg: number, ny: number) =>
+    gpu.run(colsumKernel, {
+      buffers: [bind(gpu, src, rows * N, 'colsum input'), bind(gpu, dst, ny * N, 'colsum out')],
+      params: { R: rows, N, rowsPerGroup: rpg },
+      grid: [gx, ny, gz],
+    });
+  if (groups === 1) {
+    run(g, out, R, R, 1);
+    return;
+  }
+  const tmp = gpu.alloc(groups * N * 4, 'colsum.partials');
+  run(g, tmp, R, rowsPerGroup, groups);
+  run(tmp, out, groups, groups, 1);
+  gpu.free(tmp);
+}

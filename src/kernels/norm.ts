@@ -1,0 +1,139 @@
+/** Launchers for shaders/norm.wgsl (layer norm over the last dim, forward and backward). */
+import { defineShader } from '../gpu/kernel.js';
+import type { Gpu } from '../gpu/runtime.js';
+
+/** Column tile x row lanes of the dweight/dbias partial-sum kernel (256 threads). */
+const TC = 32;
+const TR = 8;
+const REDUCE_WG = 256;
+/** At most this many row chunks feed the second reduction pass (bounds its per-thread loop). */
+const MAX_CHUNKS = 256;
+const MIN_ROWS_PER_CHUNK = 64;
+
+export const norm = defineShader('norm', {
+  LnParams: { rows: 'u32', C: 'u32', eps: 'f32' },
+  LnPartialParams: { rows: 'u32', C: 'u32', rows_per_chunk: 'u32', chunks: 'u32' },
+  LnReduceParams: { C: 'u32', chunks: 'u32', first: 'u32' },
+});
+
+export const lnForwardKernel = norm.kernel({
+  name: 'norm.ln_forward',
+  entry: 'ln_forward',
+  params: 'LnParams',
+  bindings: ['x', 'w', 'b', 'y', 'stats'],
+  overrides: { WG: 256 },
+});
+
+export const lnDxKernel = norm.kernel({
+  name: 'norm.ln_dx',
+  entry: 'ln_dx',
+  params: 'LnParams',
+  bindings: ['g', 'x', 'w', 'stats', 'dx'],
+  overrides: { WG: 256 },
+});
+
+export const lnDwbPartialKernel = norm.kernel({
+  name: 'norm.ln_dwb_partial',
+  entry: 'ln_dwb_partial',
+  params: 'LnPartialParams',
+  bindings: ['g', 'x', 'stats', 'partial'],
+  overrides: { TC, TR },
+});
+
+export const lnDwbReduceKernel = norm.kernel({
+  name: 'norm.ln_dwb_reduce',
+  entry: 'ln_dwb_reduce',
+  params: 'LnReduceParams',
+  bindings: ['partial', 'out'],
+  overrides: { WG: REDUCE_WG },
+});
+
+/** Threads per row: about 4 elements per thread, a power of two in [32, 256]. */
+export function rowWorkgroup(C: number): number {
+  let wg = 32;
+  while (wg < 256 && wg * 4 < C) wg *= 2;
+  return wg;
+}
+
+function rowGrid(gpu: Gpu, rows: number): [number, number, number] {
+  // One workgroup per row: gpu.grid with wg = 1 folds the row count into y past the x limit.
+  return gpu.grid(rows, 1);
+}
+
+/** y = (x - mean) * rstd * w + b per row of [rows, C]; stats[r] = (mean, rstd). */
+export function layerNormForward(
+  gpu: Gpu,
+  x: GPUBuffer,
+  w: GPUBuffer,
+  b: GPUBuffer,
+  y: GPUBuffer,
+  stats: GPUBuffer,
+  rows: number,
+  C: number,
+  eps: number,
+): void {
+  gpu.run(lnForwardKernel, {
+    buffers: [x, w, b, y, stats],
+    params: { rows, C, eps },
+    grid: rowGrid(gpu, rows),
+    overrides: { WG: rowWorkgroup(C) },
+  });
+}
+
+/** dx of layer norm from the upstream gradient g and the forward's saved stats. */
+export function layerNormBackwardInput(
+  gpu: Gpu,
+  g: GPUBuffer,
+  x: GPUBuffer,
+  w: GPUBuffer,
+  stats: GPUBuffer,
+  dx: GPUBuffer,
+  rows: number,
+  C: number,
+): void {
+  gpu.run(lnDxKernel, {
+    buffers: [g, x, w, stats, dx],
+    params: { rows, C, eps: 0 },
+    grid: rowGrid(gpu, rows),
+    overrides: { WG: rowWorkgroup(C) },
+  });
+}
+
+/**
+ * dweight[c] = sum_r g[r,c] * xhat[r,c] and dbias[c] = sum_r g[r,c], each written only when its
+ * buffer is given. Two passes: per-(column tile, row chunk) partial sums, then a per-column sum
+ * over the chunks.
+ */
+export function layerNormBackwardParams(
+  gpu: Gpu,
+  g: GPUBuffer,
+  x: GPUBuffer,
+  stats: GPUBuffer,
+  dw: GPUBuffer | null,
+  db: GPUBuffer | null,
+  rows: number,
+  C: number,
+): void {
+  if (!dw && !db) return;
+  const rowsPerChunk = Math.max(MIN_ROWS_PER_CHUNK, Math.ceil(rows / MAX_CHUNKS));
+  const chunks = Math.ceil(rows / rowsPerChunk);
+  const partial = gpu.alloc(2 * chunks * C * 4, 'layer_norm.partial');
+  gpu.run(lnDwbPartialKernel, {
+    buffers: [g, x, stats, partial],
+    params: { rows, C, rows_per_chunk: rowsPerChunk, chunks },
+    grid: [Math.ceil(C / TC), chunks, 1],
+  });
+  const grid = gpu.grid(C, REDUCE_WG);
+  if (dw) {
+    gpu.run(lnDwbReduceKernel, { buffers: [partial, dw], params: { C, chunks, first: 0 }, grid });
+  }
+  if (db) {
+    gpu.run(lnDwbReduceKernel, {
+      buffers: [partial, db],
+      params: { C, chunks, first: chunks * C },
+      grid,
+    });
+  }
+  // The pool keeps a released buffer out of reuse until the recorded work is submitted.
+  gpu.free(partial);
+}
