@@ -305,9 +305,13 @@ export class Engine {
     const created: Tensor[] = [];
     this.scopes.push(created);
     let inGrads: (Tensor | null)[];
+    // Rules may call ops (not only kernels): nothing they do may land on the tape.
+    const prevGrad = this.gradEnabled;
+    this.gradEnabled = false;
     try {
       inGrads = node.backward(g, needs);
     } finally {
+      this.gradEnabled = prevGrad;
       this.scopes.pop();
     }
     const returned = new Set(inGrads.filter((t): t is Tensor => t !== null));
