@@ -12,7 +12,7 @@ import {
   type BlockPlan,
   type EncoderConfig,
   MODEL_CONFIGS,
-  type ModelSize,
+  type Sam2Size,
   blockPlan,
   featureShapes,
   qPoolBlocks,
@@ -82,7 +82,7 @@ describe('model configs', () => {
   });
 
   it('every size: trunk channels match the neck, global blocks never pool', () => {
-    for (const size of Object.keys(MODEL_CONFIGS) as ModelSize[]) {
+    for (const size of Object.keys(MODEL_CONFIGS) as Sam2Size[]) {
       const enc = MODEL_CONFIGS[size];
       expect(trunkChannelList(enc.trunk), size).toEqual(enc.neck.backboneChannelList);
       const plan = blockPlan(enc.trunk);
@@ -114,7 +114,7 @@ describe('model configs', () => {
 describe('encoder keys', () => {
   it('counts and spot shapes (no shared files needed)', () => {
     // 12 tensors per block, 2 per stage-change proj, 4 trunk stem tensors, 2 per neck conv.
-    const count = (s: ModelSize) => {
+    const count = (s: Sam2Size) => {
       const t = MODEL_CONFIGS[s].trunk;
       const depth = t.stages.reduce((a, b) => a + b, 0);
       return 12 * depth + 2 * (t.stages.length - 1) + 4 + 2 * t.stages.length;
@@ -138,7 +138,7 @@ describe('encoder keys', () => {
     expect(l.get('neck.convs.0.conv.weight')).toEqual([256, 1152, 1, 1]);
   });
 
-  const listings: [string, ModelSize][] = [
+  const listings: [string, Sam2Size][] = [
     ['sam2.1_hiera_tiny', 'tiny'],
     ['sam2.1_hiera_small', 'small'],
     ['sam2.1_hiera_base_plus', 'base_plus'],

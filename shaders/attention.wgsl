@@ -409,3 +409,238 @@ fn attn_zero_cols(
   if (n >= cz_p.rows * cz_p.cols) { return; }
   cz_out[(n / cz_p.cols) * cz_p.so + cz_p.oo + n % cz_p.cols] = 0.0;
 }
+
+// ---- CPU variants ----------------------------------------------------------------------------
+// attn_*_regs: the same three passes (same bindings and views) without workgroup memory or
+// barriers, for CPU adapters: llvmpipe runs a workgroup as a SIMD loop over its invocations,
+// where a barrier switches coroutines and each shared-memory access is a per-lane gather, so the
+// tiled kernels above spend more on staging than on arithmetic. One thread = 4 rows (queries, or
+// keys in bwd_kv) of one (b, h), streaming the other side 4 rows at a time: each loaded element
+// feeds 4 FMAs. The running output accumulates in the output rows themselves (each thread is
+// their only writer), since per-thread registers cannot hold 4 x HD floats for any HD.
+// Threads are numbered over (b, h, row block) on a 1-D grid folded into y; rows past the end are
+// clamped for loads and never stored; streamed rows past the end get probability 0.
+
+fn rg_valid(i: u32, n: u32) -> vec4<bool> {
+  return vec4u(i, i + 1u, i + 2u, i + 3u) < vec4u(n);
+}
+
+fn rg_rows(i: u32, n: u32) -> vec4u {
+  return min(vec4u(i, i + 1u, i + 2u, i + 3u), vec4u(n - 1u));
+}
+
+@group(0) @binding(0) var<storage, read> fr_qb: array<f32>;
+@group(0) @binding(1) var<storage, read> fr_kb: array<f32>;
+@group(0) @binding(2) var<storage, read> fr_vb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fr_ob: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fr_lse: array<f32>;
+@group(0) @binding(5) var<uniform> fr_p: AttnParams;
+
+@compute @workgroup_size(WG)
+fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let blocks = (fr_p.Nq + 3u) / 4u;
+  let n = gid.x + gid.y * nwg.x * WG;
+  if (n >= fr_p.BH * blocks) { return; }
+  let bh = n / blocks;
+  let b = bh / fr_p.heads;
+  let h = bh % fr_p.heads;
+  let i0 = (n % blocks) * 4u;
+  let ok = rg_valid(i0, fr_p.Nq);
+  let qi = (b * fr_p.Nq + rg_rows(i0, fr_p.Nq)) * fr_p.sq + fr_p.oq + h * HD;
+  let oi = (b * fr_p.Nq + rg_rows(i0, fr_p.Nq)) * fr_p.so + fr_p.oo + h * HD;
+  var m = vec4f(NEG);
+  var l = vec4f(0.0);
+  for (var j0 = 0u; j0 < fr_p.Nk; j0 += 4u) {
+    let kj = (b * fr_p.Nk + rg_rows(j0, fr_p.Nk)) * fr_p.sk + fr_p.ok + h * HD;
+    let vj = (b * fr_p.Nk + rg_rows(j0, fr_p.Nk)) * fr_p.sv + fr_p.ov + h * HD;
+    // s[j][i] = q_i . k_j
+    var s = mat4x4f();
+    for (var d = 0u; d < HD; d++) {
+      let q = vec4f(fr_qb[qi.x + d], fr_qb[qi.y + d], fr_qb[qi.z + d], fr_qb[qi.w + d]);
+      s[0] += q * fr_kb[kj.x + d];
+      s[1] += q * fr_kb[kj.y + d];
+      s[2] += q * fr_kb[kj.z + d];
+      s[3] += q * fr_kb[kj.w + d];
+    }
+    let kok = rg_valid(j0, fr_p.Nk);
+    for (var c = 0u; c < 4u; c++) { s[c] = select(vec4f(NEG), s[c] * fr_p.scale, kok[c]); }
+    let mn = max(m, max(max(s[0], s[1]), max(s[2], s[3])));
+    let alpha = exp(m - mn);
+    let p = mat4x4f(exp(s[0] - mn), exp(s[1] - mn), exp(s[2] - mn), exp(s[3] - mn));
+    l = l * alpha + p[0] + p[1] + p[2] + p[3];
+    m = mn;
+    let first = j0 == 0u;
+    for (var d = 0u; d < HD; d++) {
+      let v = vec4f(fr_vb[vj.x + d], fr_vb[vj.y + d], fr_vb[vj.z + d], fr_vb[vj.w + d]);
+      // acc_i = acc_i * alpha_i + sum_j p[j][i] v_j: p times v as a matrix-vector product.
+      var acc = vec4f(0.0);
+      if (!first) {
+        acc = vec4f(fr_ob[oi.x + d], fr_ob[oi.y + d], fr_ob[oi.z + d], fr_ob[oi.w + d]) * alpha;
+      }
+      acc += p * v;
+      if (ok.x) { fr_ob[oi.x + d] = acc.x; }
+      if (ok.y) { fr_ob[oi.y + d] = acc.y; }
+      if (ok.z) { fr_ob[oi.z + d] = acc.z; }
+      if (ok.w) { fr_ob[oi.w + d] = acc.w; }
+    }
+  }
+  let inv = 1.0 / l;
+  for (var d = 0u; d < HD; d++) {
+    if (ok.x) { fr_ob[oi.x + d] *= inv.x; }
+    if (ok.y) { fr_ob[oi.y + d] *= inv.y; }
+    if (ok.z) { fr_ob[oi.z + d] *= inv.z; }
+    if (ok.w) { fr_ob[oi.w + d] *= inv.w; }
+  }
+  let lse = m + log(l);
+  let li = bh * fr_p.Nq + i0;
+  if (ok.x) { fr_lse[li] = lse.x; }
+  if (ok.y) { fr_lse[li + 1u] = lse.y; }
+  if (ok.z) { fr_lse[li + 2u] = lse.z; }
+  if (ok.w) { fr_lse[li + 3u] = lse.w; }
+}
+
+@group(0) @binding(0) var<storage, read> qr_qb: array<f32>;
+@group(0) @binding(1) var<storage, read> qr_kb: array<f32>;
+@group(0) @binding(2) var<storage, read> qr_vb: array<f32>;
+@group(0) @binding(3) var<storage, read> qr_gb: array<f32>;
+@group(0) @binding(4) var<storage, read> qr_lse: array<f32>;
+@group(0) @binding(5) var<storage, read> qr_dd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> qr_out: array<f32>;
+@group(0) @binding(7) var<uniform> qr_p: AttnParams;
+
+@compute @workgroup_size(WG)
+fn attn_bwd_q_regs(
+  @builtin(global_invocation_id) gid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+) {
+  let blocks = (qr_p.Nq + 3u) / 4u;
+  let n = gid.x + gid.y * nwg.x * WG;
+  if (n >= qr_p.BH * blocks) { return; }
+  let bh = n / blocks;
+  let b = bh / qr_p.heads;
+  let h = bh % qr_p.heads;
+  let i0 = (n % blocks) * 4u;
+  let ok = rg_valid(i0, qr_p.Nq);
+  let rows = rg_rows(i0, qr_p.Nq);
+  let qi = (b * qr_p.Nq + rows) * qr_p.sq + qr_p.oq + h * HD;
+  let gi = (b * qr_p.Nq + rows) * qr_p.sg + qr_p.og + h * HD;
+  let oi = (b * qr_p.Nq + rows) * qr_p.s1 + qr_p.o1 + h * HD;
+  let li = bh * qr_p.Nq + rows;
+  let lse = vec4f(qr_lse[li.x], qr_lse[li.y], qr_lse[li.z], qr_lse[li.w]);
+  let dsum = vec4f(qr_dd[li.x], qr_dd[li.y], qr_dd[li.z], qr_dd[li.w]);
+  for (var j0 = 0u; j0 < qr_p.Nk; j0 += 4u) {
+    let kj = (b * qr_p.Nk + rg_rows(j0, qr_p.Nk)) * qr_p.sk + qr_p.ok + h * HD;
+    let vj = (b * qr_p.Nk + rg_rows(j0, qr_p.Nk)) * qr_p.sv + qr_p.ov + h * HD;
+    var s = mat4x4f();
+    var dp = mat4x4f();
+    for (var d = 0u; d < HD; d++) {
+      let q = vec4f(qr_qb[qi.x + d], qr_qb[qi.y + d], qr_qb[qi.z + d], qr_qb[qi.w + d]);
+      let g = vec4f(qr_gb[gi.x + d], qr_gb[gi.y + d], qr_gb[gi.z + d], qr_gb[gi.w + d]);
+      s[0] += q * qr_kb[kj.x + d];
+      s[1] += q * qr_kb[kj.y + d];
+      s[2] += q * qr_kb[kj.z + d];
+      s[3] += q * qr_kb[kj.w + d];
+      dp[0] += g * qr_vb[vj.x + d];
+      dp[1] += g * qr_vb[vj.y + d];
+      dp[2] += g * qr_vb[vj.z + d];
+      dp[3] += g * qr_vb[vj.w + d];
+    }
+    // ds[j][i] = P_ij (dP_ij - D_i), times the softmax scale for dq; 0 for keys past Nk.
+    let kok = rg_valid(j0, qr_p.Nk);
+    var ds = mat4x4f();
+    for (var c = 0u; c < 4u; c++) {
+      let pr = exp(s[c] * qr_p.scale - lse);
+      ds[c] = select(vec4f(0.0), pr * (dp[c] - dsum) * qr_p.scale, kok[c]);
+    }
+    let first = j0 == 0u;
+    for (var d = 0u; d < HD; d++) {
+      let k = vec4f(qr_kb[kj.x + d], qr_kb[kj.y + d], qr_kb[kj.z + d], qr_kb[kj.w + d]);
+      var acc = vec4f(0.0);
+      if (!first) {
+        acc = vec4f(qr_out[oi.x + d], qr_out[oi.y + d], qr_out[oi.z + d], qr_out[oi.w + d]);
+      }
+      acc += ds * k;
+      if (ok.x) { qr_out[oi.x + d] = acc.x; }
+      if (ok.y) { qr_out[oi.y + d] = acc.y; }
+      if (ok.z) { qr_out[oi.z + d] = acc.z; }
+      if (ok.w) { qr_out[oi.w + d] = acc.w; }
+    }
+  }
+}
+
+@group(0) @binding(0) var<storage, read> kr_qb: array<f32>;
+@group(0) @binding(1) var<storage, read> kr_kb: array<f32>;
+@group(0) @binding(2) var<storage, read> kr_vb: array<f32>;
+@group(0) @binding(3) var<storage, read> kr_gb: array<f32>;
+@group(0) @binding(4) var<storage, read> kr_lse: array<f32>;
+@group(0) @binding(5) var<storage, read> kr_dd: array<f32>;
+@group(0) @binding(6) var<storage, read_write> kr_out: array<f32>;
+@group(0) @binding(7) var<uniform> kr_p: AttnParams;
+
+@compute @workgroup_size(WG)
+fn attn_bwd_kv_regs(
+  @builtin(global_invocation_id) gid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+) {
+  let blocks = (kr_p.Nk + 3u) / 4u;
+  let n = gid.x + gid.y * nwg.x * WG;
+  if (n >= kr_p.BH * blocks) { return; }
+  let bh = n / blocks;
+  let b = bh / kr_p.heads;
+  let h = bh % kr_p.heads;
+  let j0 = (n % blocks) * 4u;
+  let ok = rg_valid(j0, kr_p.Nk);
+  let rows = rg_rows(j0, kr_p.Nk);
+  let kj = (b * kr_p.Nk + rows) * kr_p.sk + kr_p.ok + h * HD;
+  let vj = (b * kr_p.Nk + rows) * kr_p.sv + kr_p.ov + h * HD;
+  let dk = (b * kr_p.Nk + rows) * kr_p.s1 + kr_p.o1 + h * HD;
+  let dv = (b * kr_p.Nk + rows) * kr_p.s2 + kr_p.o2 + h * HD;
+  for (var i0 = 0u; i0 < kr_p.Nq; i0 += 4u) {
+    let ir = rg_rows(i0, kr_p.Nq);
+    let qi = (b * kr_p.Nq + ir) * kr_p.sq + kr_p.oq + h * HD;
+    let gi = (b * kr_p.Nq + ir) * kr_p.sg + kr_p.og + h * HD;
+    let li = bh * kr_p.Nq + ir;
+    let lse = vec4f(kr_lse[li.x], kr_lse[li.y], kr_lse[li.z], kr_lse[li.w]);
+    let dsum = vec4f(kr_dd[li.x], kr_dd[li.y], kr_dd[li.z], kr_dd[li.w]);
+    // s[i][j] = q_i . k_j (columns are queries here, rows the thread's keys).
+    var s = mat4x4f();
+    var dp = mat4x4f();
+    for (var d = 0u; d < HD; d++) {
+      let k = vec4f(kr_kb[kj.x + d], kr_kb[kj.y + d], kr_kb[kj.z + d], kr_kb[kj.w + d]);
+      let v = vec4f(kr_vb[vj.x + d], kr_vb[vj.y + d], kr_vb[vj.z + d], kr_vb[vj.w + d]);
+      s[0] += k * kr_qb[qi.x + d];
+      s[1] += k * kr_qb[qi.y + d];
+      s[2] += k * kr_qb[qi.z + d];
+      s[3] += k * kr_qb[qi.w + d];
+      dp[0] += v * kr_gb[gi.x + d];
+      dp[1] += v * kr_gb[gi.y + d];
+      dp[2] += v * kr_gb[gi.z + d];
+      dp[3] += v * kr_gb[gi.w + d];
+    }
+    let qok = rg_valid(i0, kr_p.Nq);
+    var pm = mat4x4f();
+    var ds = mat4x4f();
+    for (var c = 0u; c < 4u; c++) {
+      let pr = select(vec4f(0.0), exp(s[c] * kr_p.scale - lse[c]), qok[c]);
+      pm[c] = pr;
+      ds[c] = pr * (dp[c] - dsum[c]) * kr_p.scale;
+    }
+    let first = i0 == 0u;
+    for (var d = 0u; d < HD; d++) {
+      let q = vec4f(kr_qb[qi.x + d], kr_qb[qi.y + d], kr_qb[qi.z + d], kr_qb[qi.w + d]);
+      let g = vec4f(kr_gb[gi.x + d], kr_gb[gi.y + d], kr_gb[gi.z + d], kr_gb[gi.w + d]);
+      var ak = vec4f(0.0);
+      var av = vec4f(0.0);
+      if (!first) {
+        ak = vec4f(kr_out[dk.x + d], kr_out[dk.y + d], kr_out[dk.z + d], kr_out[dk.w + d]);
+        av = vec4f(kr_out[dv.x + d], kr_out[dv.y + d], kr_out[dv.z + d], kr_out[dv.w + d]);
+      }
+      ak += ds * q;
+      av += pm * g;
+      if (ok.x) { kr_out[dk.x + d] = ak.x; kr_out[dv.x + d] = av.x; }
+      if (ok.y) { kr_out[dk.y + d] = ak.y; kr_out[dv.y + d] = av.y; }
+      if (ok.z) { kr_out[dk.z + d] = ak.z; kr_out[dv.z + d] = av.z; }
+      if (ok.w) { kr_out[dk.w + d] = ak.w; kr_out[dv.w + d] = av.w; }
+    }
+  }
+}

@@ -99,14 +99,21 @@ fn mm_accumulate(lid: vec3u, acc: ptr<function, array<f32, RM * RN>>) {
 
 // C = alpha * acc (+ low-rank addend) (+ bias) (+ beta * C), bounds-checked.
 fn mm_store(lid: vec3u, t: MmTile, acc: ptr<function, array<f32, RM * RN>>) {
+  mm_store_block(t.z, t.m0 + lid.y, WGY, t.n0 + lid.x, WGX, acc);
+}
+
+// Stores acc[i * RN + j] at row m + i * dm, column n + j * dn of C[z].
+fn mm_store_block(
+  z: u32, m: u32, dm: u32, n: u32, dn: u32, acc: ptr<function, array<f32, RM * RN>>,
+) {
   let rank = mm_p.rank;
   for (var i = 0u; i < RM; i++) {
-    let gm = t.m0 + lid.y + i * WGY;
+    let gm = m + i * dm;
     if (gm >= mm_p.M) { break; }
     for (var j = 0u; j < RN; j++) {
-      let gn = t.n0 + lid.x + j * WGX;
+      let gn = n + j * dn;
       if (gn >= mm_p.N) { break; }
-      let ci = t.z * mm_p.sC + gm * mm_p.N + gn;
+      let ci = z * mm_p.sC + gm * mm_p.N + gn;
       var v = mm_p.alpha * (*acc)[i * RN + j];
       if (rank > 0u) {
         var lr = 0.0;
@@ -233,6 +240,114 @@ fn matmul_v4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wi
     workgroupBarrier();
   }
   mm_store(lid, t, &acc);
+}
+
+// matmul_regs: the same product (same bindings, uniforms and epilogue) without workgroup memory
+// or barriers, for CPU adapters: llvmpipe (lavapipe) runs a workgroup as a SIMD loop over its
+// invocations, where a barrier switches coroutines and every memory access, shared or global, is
+// a per-lane loop, so staging tiles costs more than it saves and what counts is FMAs per load.
+// One thread = an 8x8 block of C (4 rows or columns when RG_2M / RG_2N is off) at rows m.., columns
+// n.., as 4x4 matrix products of blocks built from vec4 loads along each operand's contiguous
+// axis (the vec4 kernel's alignment conditions); one workgroup = WGX x WGY such threads.
+// Out-of-range rows and columns are clamped (their results are never stored); k past kEnd (only
+// when neither operand is contiguous in k, so K need not be a multiple of 4) loads as zero.
+override RG_TA: bool = false;
+override RG_TB: bool = false;
+// dropOn as a constant: a uniform branch still costs both sides under llvmpipe's lane masks.
+override RG_DROP: u32 = 0u;
+
+// Column kk of the block (a[m + i][k + kk] over i), dropout applied.
+fn rg_a(t: MmTile, m: u32, k: u32) -> mat4x4f {
+  var r: array<vec4f, 4>;
+  for (var c = 0u; c < 4u; c++) {
+    var idx: u32;
+    var ok = true;
+    if (RG_TA) {
+      ok = k + c < t.kEnd;
+      idx = t.offA + min(k + c, mm_p.K - 1u) * mm_p.lda + min(m, mm_p.M - 4u);
+    } else {
+      idx = t.offA + min(m + c, mm_p.M - 1u) * mm_p.lda + k;
+    }
+    var v = mm4_a[idx / 4u];
+    if (RG_DROP == 1u) {
+      v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
+    }
+    r[c] = select(vec4f(0.0), v, ok);
+  }
+  let x = mat4x4f(r[0], r[1], r[2], r[3]);
+  // Transposed storage gives columns (fixed k); row-major gives rows (fixed m).
+  if (RG_TA) { return x; }
+  return transpose(x);
+}
+
+// Column j of the block (b[k + kk][n + j] over kk), dropout applied.
+fn rg_b(t: MmTile, n: u32, k: u32) -> mat4x4f {
+  var r: array<vec4f, 4>;
+  for (var c = 0u; c < 4u; c++) {
+    var idx: u32;
+    var ok = true;
+    if (RG_TB) {
+      idx = t.offB + min(n + c, mm_p.N - 1u) * mm_p.ldb + k;
+    } else {
+      ok = k + c < t.kEnd;
+      idx = t.offB + min(k + c, mm_p.K - 1u) * mm_p.ldb + min(n, mm_p.N - 4u);
+    }
+    var v = mm4_b[idx / 4u];
+    if (RG_DROP == 2u) {
+      v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
+    }
+    r[c] = select(vec4f(0.0), v, ok);
+  }
+  let x = mat4x4f(r[0], r[1], r[2], r[3]);
+  if (RG_TB) { return x; }
+  return transpose(x);
+}
+
+// Two 4-row (RG_2M) and/or two 4-column (RG_2N) blocks per thread: 8 vec4 loads feed 64 FMAs in
+// a 4x4 block, 16 feed 256 in an 8x8 one.
+override RG_2M: bool = true;
+override RG_2N: bool = true;
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul_regs(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let t = mm_tile(wid);
+  let bm = select(4u, 8u, RG_2M);
+  let bn = select(4u, 8u, RG_2N);
+  let m = wid.y * WGY * bm + lid.y * bm;
+  let n = wid.x * WGX * bn + lid.x * bn;
+  // accIJ[j][i] = C[m + 4I + i][n + 4J + j].
+  var acc00 = mat4x4f();
+  var acc01 = mat4x4f();
+  var acc10 = mat4x4f();
+  var acc11 = mat4x4f();
+  for (var k = t.kStart; k < t.kEnd; k += 4u) {
+    let a0 = rg_a(t, m, k);
+    let b0 = rg_b(t, n, k);
+    acc00 += a0 * b0;
+    if (RG_2N) {
+      let b1 = rg_b(t, n + 4u, k);
+      acc01 += a0 * b1;
+      if (RG_2M) {
+        let a1 = rg_a(t, m + 4u, k);
+        acc10 += a1 * b0;
+        acc11 += a1 * b1;
+      }
+    } else if (RG_2M) {
+      acc10 += rg_a(t, m + 4u, k) * b0;
+    }
+  }
+  rg_store(t.z, m, n, acc00);
+  if (RG_2N) { rg_store(t.z, m, n + 4u, acc01); }
+  if (RG_2M) { rg_store(t.z, m + 4u, n, acc10); }
+  if (RG_2M && RG_2N) { rg_store(t.z, m + 4u, n + 4u, acc11); }
+}
+
+fn rg_store(z: u32, m: u32, n: u32, acc: mat4x4f) {
+  var out: array<f32, RM * RN>;
+  for (var i = 0u; i < RM; i++) {
+    for (var j = 0u; j < RN; j++) { out[i * RN + j] = acc[j][i]; }
+  }
+  mm_store_block(z, m, 1u, n, 1u, &out);
 }
 
 override CS_WGX: u32 = 64u;

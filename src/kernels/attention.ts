@@ -69,6 +69,31 @@ export const attnColsKernel = attentionShader.kernel({
   overrides: { WG },
 });
 
+/** The same passes without workgroup memory (attn_*_regs in the shader), for CPU adapters. */
+export const attnFwdRegsKernel = attentionShader.kernel({
+  name: 'attention.fwd_regs',
+  entry: 'attn_fwd_regs',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'out', 'lse'],
+});
+
+export const attnBwdQRegsKernel = attentionShader.kernel({
+  name: 'attention.bwd_q_regs',
+  entry: 'attn_bwd_q_regs',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dq'],
+});
+
+export const attnBwdKVRegsKernel = attentionShader.kernel({
+  name: 'attention.bwd_kv_regs',
+  entry: 'attn_bwd_kv_regs',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dkv'],
+});
+
+/** Invocations per workgroup of the CPU variants (4 rows each): small, so cores share many. */
+const REGS_WG = 8;
+
 /**
  * Rows of one operand: token (b, n) of a [B, N, *] tensor starts at (b * N + n) * stride, and
  * the heads' channels start `offset` into the row (q, k, v of a packed qkv share a buffer).
@@ -90,9 +115,27 @@ export interface AttnDims {
   scale: number;
   /** Tile sizes instead of attentionTiles' choice (tests use it to cover small-memory tiles). */
   tiles?: { BR: number; BC: number };
+  /** Kernel family: workgroup-memory tiles (GPUs) or the CPU variant; default by adapter. */
+  path?: AttnPath;
 }
 
 type Which = 'fwd' | 'q' | 'kv';
+export type AttnPath = 'tiled' | 'regs';
+
+/** Tiles win on GPUs; on CPU adapters they cost more than they save (see the shader). */
+function usesRegs(gpu: Gpu, d: AttnDims): boolean {
+  if (d.tiles) return false;
+  const e = process.env.H9_ATT;
+  const path = d.path ?? (e === 'tiled' || e === 'regs' ? e : null) ??
+    (gpu.info.cpuFallback ? 'regs' : 'tiled');
+  return path === 'regs';
+}
+
+const REGS: Record<Which, Kernel> = {
+  fwd: attnFwdRegsKernel,
+  q: attnBwdQRegsKernel,
+  kv: attnBwdKVRegsKernel,
+};
 
 /** Workgroup-memory floats a kernel needs at tile sizes (BR rows resident, BC streamed). */
 function sharedFloats(which: Which, hd: number, BR: number, BC: number): number {
@@ -187,6 +230,16 @@ function grid(gpu: Gpu, rows: number, BR: number, BH: number): [number, number, 
 
 function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
   buffers: BufferRef[], p: Record<string, number>): void {
+  if (usesRegs(gpu, d)) {
+    const wg = Number(process.env.H9_AWG ?? REGS_WG);
+    gpu.run(REGS[which], {
+      buffers,
+      params: p,
+      grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), wg),
+      overrides: { HD: d.hd, WG: wg },
+    });
+    return;
+  }
   const { BR, BC } = d.tiles ?? attentionTiles(gpu, which, d.hd);
   gpu.run(kernel, {
     buffers,

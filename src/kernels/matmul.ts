@@ -25,6 +25,45 @@ function tileShape(M: number, N: number): TileShape {
   if (M <= 16 && N > 64) return { WGX: 64, WGY: 4, BK: 8 };
   return { WGX, WGY, BK };
 }
+/** Kernel family for aligned operands: workgroup-memory tiles, or registers only. */
+export type MatmulPath = 'tiled' | 'regs';
+
+/** Invocations per matmul_regs workgroup: one or two 8-lane SIMD rows of a CPU core. */
+const REGS_THREADS = 16;
+
+type RegsShape = TileShape & { TM: number; TN: number };
+
+/**
+ * matmul_regs workgroups: 8x8 outputs per thread (4 on a side of at most 4, LoRA's rank), and
+ * few invocations per group, so even a small product gives each CPU core several workgroups.
+ */
+function regsShape(M: number, N: number): RegsShape {
+  const TM = M > 4 ? 8 : 4;
+  const TN = N > 4 ? 8 : 4;
+  const rows = pow2(Math.ceil(M / TM));
+  const cols = pow2(Math.ceil(N / TN));
+  const wgy = Math.min(rows, REGS_THREADS / Math.min(cols, 8));
+  return { WGX: Math.min(cols, REGS_THREADS / wgy), WGY: wgy, BK: 4, TM, TN };
+}
+
+function pow2(x: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, x)));
+}
+
+/**
+ * Workgroup-memory tiles on GPUs. CPU adapters (lavapipe) run a workgroup as a SIMD loop over its
+ * invocations, where barriers and shared-memory traffic cost more than the reuse they buy.
+ */
+function defaultPath(gpu: Gpu): MatmulPath {
+  return gpu.info.cpuFallback ? 'regs' : 'tiled';
+}
+
+/** CPU split-K: only to give the cores at least 8 workgroups, in slices of 128 or more. */
+function chooseSplitCpu(tiles: number, K: number): number {
+  if (tiles >= 8 || K < 256) return 1;
+  return Math.min(Math.floor(K / 128), Math.ceil(8 / tiles));
+}
+
 const CS_WGX = 64;
 const CS_WGY = 4;
 
@@ -72,6 +111,18 @@ export const matmulV4Kernel = matmulFamily.kernel({
   params: 'MatmulParams',
   bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
   overrides: { WGX, WGY, BK },
+});
+
+/**
+ * The same product without workgroup memory (matmul_regs in the shader), for CPU adapters; needs
+ * the vec4 kernel's alignment conditions.
+ */
+export const matmulRegsKernel = matmulFamily.kernel({
+  name: 'matmul.regs',
+  entry: 'matmul_regs',
+  params: 'MatmulParams',
+  bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
+  overrides: { WGX: 8, WGY: 8, RG_TA: 0, RG_TB: 0, RG_2M: 1, RG_2N: 1, RG_DROP: 0 },
 });
 
 export const colsumKernel = matmulFamily.kernel({
@@ -140,6 +191,8 @@ export interface MatmulCall {
   splitK?: number;
   /** false forces scalar loads; by default vec4 loads are used when both operands are aligned. */
   vec4?: boolean;
+  /** Kernel for aligned operands: default 'regs' on CPU adapters, 'tiled' on GPUs. */
+  path?: MatmulPath;
 }
 
 /** A binding of exactly `elems` floats (pool buffers may be larger), checked against the limit. */
@@ -177,14 +230,23 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   }
   if (lr && batch !== 1) throw new Error(`matmul: the low-rank addend needs batch 1, got ${batch}`);
 
-  const shape = tileShape(M, N);
-  const BM = shape.WGY * RM;
-  const BN = shape.WGX * RN;
+  // vec4 loads need every row start and batch offset of both operands at a multiple of 4
+  // (K slices are multiples of BK, itself a multiple of 4).
+  const lda = transA ? M : K;
+  const ldb = transB ? K : N;
+  const aligned = lda % 4 === 0 && ldb % 4 === 0 && sA % 4 === 0 && sB % 4 === 0;
+  const vec4 = aligned && call.vec4 !== false;
+  const regs = vec4 && (call.path ?? defaultPath(gpu)) === 'regs';
+  const kernel = regs ? matmulRegsKernel : vec4 ? matmulV4Kernel : matmulKernel;
+  const shape: TileShape & Partial<RegsShape> = regs ? regsShape(M, N) : tileShape(M, N);
+  const BM = shape.WGY * (shape.TM ?? RM);
+  const BN = shape.WGX * (shape.TN ?? RN);
   const tilesM = Math.ceil(M / BM);
   const tilesN = Math.ceil(N / BN);
   const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
   const canSplit = !call.bias && beta === 0 && !lr;
-  let nSplit = canSplit ? (call.splitK ?? chooseSplit(tilesM * tilesN * batch, K)) : 1;
+  const autoSplit = regs ? chooseSplitCpu : chooseSplit;
+  let nSplit = canSplit ? (call.splitK ?? autoSplit(tilesM * tilesN * batch, K)) : 1;
   let kChunk = K;
   if (nSplit > 1) {
     kChunk = Math.ceil(Math.ceil(K / nSplit) / shape.BK) * shape.BK;
@@ -193,6 +255,13 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   if (tilesM > maxG || tilesN > maxG || batch * nSplit > maxG) {
     throw new Error(`matmul: grid ${tilesN}x${tilesM}x${batch * nSplit} exceeds ${maxG}`);
   }
+  const dropOn = call.dropout && call.dropout.p > 0 ? (call.dropout.operand === 'a' ? 1 : 2) : 0;
+  const overrides: Record<string, number> = regs
+    ? {
+        WGX: shape.WGX, WGY: shape.WGY, RG_TA: transA ? 1 : 0, RG_TB: transB ? 1 : 0,
+        RG_2M: shape.TM === 8 ? 1 : 0, RG_2N: shape.TN === 8 ? 1 : 0, RG_DROP: dropOn,
+      }
+    : { WGX: shape.WGX, WGY: shape.WGY, BK: shape.BK };
 
   const aElems = (batch - 1) * sA + M * K;
   const bElems = (batch - 1) * sB + K * N;
@@ -202,15 +271,14 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   const lt = lr ? bind(gpu, lr.t, M * lr.rank, 'T') : a;
   const ll = lr ? bind(gpu, lr.l, N * lr.rank, 'L') : a;
   const drop = dropoutUniforms(call.dropout ?? lr?.mask);
-  const dropOn = call.dropout && call.dropout.p > 0 ? (call.dropout.operand === 'a' ? 1 : 2) : 0;
   if (call.dropout && lr?.mask) throw new Error('matmul: one dropout mask per call');
 
   const params = {
     M,
     N,
     K,
-    lda: transA ? M : K,
-    ldb: transB ? K : N,
+    lda,
+    ldb,
     sA,
     sB,
     sC: M * N,
@@ -228,11 +296,6 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
     lrTrans: lr?.lTransposed ? 1 : 0,
     lrMask: lr?.mask && lr.mask.p > 0 ? 1 : 0,
   };
-  // vec4 loads need every row start and batch offset of both operands at a multiple of 4
-  // (K slices are multiples of BK, itself a multiple of 4).
-  const aligned =
-    params.lda % 4 === 0 && params.ldb % 4 === 0 && sA % 4 === 0 && sB % 4 === 0;
-  const kernel = aligned && call.vec4 !== false ? matmulV4Kernel : matmulKernel;
   const outElems = batch * M * N;
   if (nSplit === 1) {
     const c = bind(gpu, call.c, outElems, 'C');
@@ -240,7 +303,7 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
       buffers: [a, b, bias, lt, ll, c],
       params,
       grid: [tilesN, tilesM, batch],
-      overrides: { ...shape },
+      overrides,
     });
     return;
   }
@@ -251,7 +314,7 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
     buffers: [a, b, bias, lt, ll, part],
     params,
     grid: [tilesN, tilesM, batch * nSplit],
-    overrides: { ...shape },
+    overrides,
   });
   colsum(gpu, tmp, call.c, nSplit, outElems);
   gpu.free(tmp);

@@ -8,7 +8,10 @@
  * embed_dim and num_heads). Field names are camelCase versions of the yaml/constructor names.
  */
 
-export type ModelSize = 'tiny' | 'small' | 'base_plus' | 'large';
+/** The four released SAM2 sizes. */
+export type Sam2Size = 'tiny' | 'small' | 'base_plus' | 'large';
+/** Sam2Size, or `nano`: not a SAM2 model (see NANO_CONFIG). */
+export type ModelSize = Sam2Size | 'nano';
 
 /** Hiera trunk hyper-parameters (constructor arguments of `Hiera` in hieradet.py). */
 export interface HieraConfig {
@@ -93,7 +96,7 @@ function neck(backboneChannelList: number[]): FpnNeckConfig {
   };
 }
 
-export const MODEL_CONFIGS: Record<ModelSize, EncoderConfig> = {
+export const MODEL_CONFIGS: Record<Sam2Size, EncoderConfig> = {
   tiny: {
     name: 'tiny',
     trunk: {
@@ -149,6 +152,34 @@ export const MODEL_CONFIGS: Record<ModelSize, EncoderConfig> = {
     scalp: 1,
   },
 };
+
+/**
+ * Not a SAM2 size: Hiera-tiny's structure (four stages, q-pooling at every transition, windowed
+ * and global blocks, the same position-embedding scheme and FPN rules) at a fraction of the
+ * width and depth, so the whole pipeline can be tested and demonstrated on a CPU rasterizer in
+ * seconds per step. No official checkpoint exists for it.
+ */
+export const NANO_CONFIG: EncoderConfig = {
+  name: 'nano',
+  trunk: {
+    ...HIERA_DEFAULTS,
+    embedDim: 16,
+    numHeads: 1,
+    stages: [1, 1, 2, 1],
+    globalAttBlocks: [3],
+    windowPosEmbedBkgSpatialSize: [7, 7],
+  },
+  neck: { ...neck([128, 64, 32, 16]), dModel: 32 },
+  scalp: 1,
+};
+
+/** A config by name: the SAM2 sizes and `nano`. */
+export function encoderConfig(name: string): EncoderConfig {
+  if (name === 'nano') return NANO_CONFIG;
+  const cfg = (MODEL_CONFIGS as Record<string, EncoderConfig>)[name];
+  if (!cfg) throw new Error(`unknown model '${name}' (tiny, small, base_plus, large, or nano for tests)`);
+  return cfg;
+}
 
 /** One MultiScaleBlock as Hiera.__init__ builds it. */
 export interface BlockPlan {

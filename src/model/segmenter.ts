@@ -7,7 +7,7 @@ import type { Engine, Tensor } from '../autograd/tensor.js';
 import type { Linear, LoraOptions } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { Rng } from '../util/random.js';
-import { MODEL_CONFIGS, type ModelSize } from './config.js';
+import { type ModelSize, encoderConfig } from './config.js';
 import { ImageEncoder } from './encoder.js';
 import { type HeadKind, SegHead } from './head.js';
 
@@ -36,8 +36,7 @@ export class Segmenter extends Module {
   ) {
     super(engine);
     const rng = new Rng(config.seed);
-    const enc = MODEL_CONFIGS[config.model];
-    if (!enc) throw new Error(`unknown model size '${config.model}'`);
+    const enc = encoderConfig(config.model);
     this.image_encoder = new ImageEncoder(engine, enc, rng);
     this.head = new SegHead(engine, config.head, enc.neck.dModel, rng);
     this.image_encoder.requiresGrad(config.mode === 'full');

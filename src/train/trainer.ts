@@ -69,6 +69,8 @@ export interface TrainOptions {
   resume?: string;
   /** Validation batches per epoch (all when absent). */
   valBatches?: number;
+  /** Stop (as on Ctrl-C: checkpoint and return) after this many steps of this session. */
+  stopAfter?: number;
   adapter?: AdapterChoice;
   quiet?: boolean;
 }
@@ -308,6 +310,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const progress = new Progress('train', total);
   let lossEma = NaN;
+  let sessionSteps = 0;
   let t0 = Date.now();
   let imgs = 0;
   log(out, { type: 'start', total, stepsPerEpoch, options: { ...opts, adapter: undefined } });
@@ -351,6 +354,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       log(out, { type: 'step', step, loss: stepLoss, lr: optim.paramGroups.map((g) => g.lr),
         gradNorm, imagesPerSec: ips });
       progress.update(step, { loss: lossEma, 'img/s': ips });
+      if (opts.stopAfter !== undefined && ++sessionSteps >= opts.stopAfter) interrupted = true;
       if (step % stepsPerEpoch === 0 || step === total || interrupted) {
         const epoch = Math.ceil(step / stepsPerEpoch);
         let valDice = NaN;

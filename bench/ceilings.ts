@@ -1,0 +1,51 @@
+/**
+ * This device's own ceilings, measured at the start of every run so every row's "% of peak" is
+ * against what this adapter really does through Dawn, not a datasheet: an FMA-bound kernel
+ * (FLOP/s) and a large vec4 buffer copy (bytes read + written per second).
+ */
+import type { Gpu } from '../src/gpu/runtime.js';
+import { type Budget, measure, ours } from './measure.js';
+import { ceilingCopy, ceilingFma, fmaFlops } from './naive/kernels.js';
+
+export interface Ceilings {
+  /** Peak f32 FMA throughput, GFLOP/s (1 FMA = 2 FLOPs). */
+  gflops: number;
+  /** Copy bandwidth, GB/s (10^9 bytes; read + write counted). */
+  gbps: number;
+  fma: { threads: number; iters: number; medianMs: number };
+  copy: { bytes: number; medianMs: number };
+  source: string;
+}
+
+export async function measureCeilings(gpu: Gpu, quick: boolean, budget: Budget): Promise<Ceilings> {
+  // Enough threads to fill any GPU (many waves per SM/CU) and enough rounds that launch
+  // overhead is noise; quick mode keeps lavapipe (CPU) runs to well under a second each.
+  const threads = quick ? 16 * 1024 : 4 * 1024 * 1024;
+  const iters = quick ? 256 : 4096;
+  const out = gpu.alloc(threads * 4, 'ceiling.fma');
+  const fma = await measure(
+    ours(gpu, { name: 'ceiling.fma', run: () => ceilingFma(gpu, out, threads, iters) }),
+    budget,
+  );
+  gpu.free(out);
+
+  // Far larger than any last-level cache; capped by the binding limit.
+  const want = quick ? 16 * 2 ** 20 : 512 * 2 ** 20;
+  const bytes = Math.min(want, gpu.limits.maxStorageBufferBindingSize) & ~15;
+  const src = gpu.alloc(bytes, 'ceiling.src');
+  const dst = gpu.alloc(bytes, 'ceiling.dst');
+  const copy = await measure(
+    ours(gpu, { name: 'ceiling.copy', run: () => ceilingCopy(gpu, src, dst, bytes / 16) }),
+    budget,
+  );
+  gpu.free(src);
+  gpu.free(dst);
+  await gpu.sync();
+  return {
+    gflops: fmaFlops(threads, iters) / (fma.medianMs * 1e6),
+    gbps: (2 * bytes) / (copy.medianMs * 1e6),
+    fma: { threads, iters, medianMs: fma.medianMs },
+    copy: { bytes, medianMs: copy.medianMs },
+    source: fma.source,
+  };
+}

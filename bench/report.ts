@@ -1,0 +1,165 @@
+/**
+ * The bench's reports: one JSON (everything measured, for tooling) and one Markdown table (for
+ * people), both under bench/results/ named after the adapter, so runs on different GPUs sit side
+ * by side. A CPU-fallback run (lavapipe) is labelled as such in the name and in the text: its
+ * numbers say nothing about a GPU.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Ceilings } from './ceilings.js';
+import type { Timing } from './measure.js';
+import type { E2eRow } from './suites/e2e.js';
+import type { KernelRow, PeerResult } from './suites/kernels.js';
+
+export interface BenchReport {
+  format: 'sam2-lora-bench';
+  version: 1;
+  date: string;
+  quick: boolean;
+  filter: string | null;
+  sizes: number[];
+  batches: number[];
+  device: {
+    description: string;
+    vendor: string;
+    architecture: string;
+    backend: string;
+    cpuFallback: boolean;
+    timestampQuery: boolean;
+    features: string[];
+  };
+  software: { node: string; tfjs: string | null; tfjsError?: string };
+  ceilings: Ceilings;
+  kernels: (KernelRow & Derived)[];
+  e2e: E2eRow[];
+  notes: string[];
+}
+
+export interface Derived {
+  /** Achieved GFLOP/s (flop-bound rows) or GB/s (memory-bound rows), from the median. */
+  gflops: number;
+  gbps: number;
+  /** % of this device's measured ceiling for the row's bound. */
+  pctOfPeak: number;
+  /** peer median / our median: > 1 means ours is faster. */
+  speedupVsNaive: number | null;
+  speedupVsTfjs: number | null;
+}
+
+export function derive(r: KernelRow, c: Ceilings): KernelRow & Derived {
+  const s = r.ours.medianMs / 1000;
+  const gflops = r.flops / s / 1e9;
+  const gbps = r.bytes / s / 1e9;
+  const pctOfPeak = r.bound === 'flop' ? (100 * gflops) / c.gflops : (100 * gbps) / c.gbps;
+  const ratio = (p?: PeerResult) => (p?.timing ? p.timing.medianMs / r.ours.medianMs : null);
+  return { ...r, gflops, gbps, pctOfPeak, speedupVsNaive: ratio(r.naive),
+    speedupVsTfjs: ratio(r.tfjs) };
+}
+
+/** File-name stem for an adapter: lower-case words joined by '-'. */
+export function adapterSlug(info: { description?: string; device?: string; vendor?: string },
+): string {
+  const text = info.description || info.device || info.vendor || 'unknown-adapter';
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60) ||
+    'unknown-adapter';
+}
+
+const f = (v: number, d = 3) => (Number.isFinite(v) ? v.toFixed(d) : '-');
+const ms = (t?: Timing) => (t ? f(t.medianMs) : '-');
+const x = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}×`);
+const peerCell = (p?: PeerResult) => (!p ? '' : p.timing ? ms(p.timing) : `skip¹`);
+
+export function toMarkdown(rep: BenchReport): string {
+  const d = rep.device;
+  const L: string[] = [];
+  L.push(`# sam2-lora bench: ${d.description}`);
+  L.push('');
+  if (d.cpuFallback) {
+    L.push('> **CPU fallback (lavapipe / software rasterizer).** These numbers measure a CPU ' +
+      'emulating a GPU; they only show the bench runs. Do not read them as GPU results.');
+    L.push('');
+  }
+  L.push(`- date: ${rep.date}${rep.quick ? ' (quick run)' : ''}` +
+    `${rep.filter ? `, filter \`${rep.filter}\`` : ''}`);
+  L.push(`- adapter: ${d.description} (${d.vendor}, ${d.architecture}), backend ${d.backend}`);
+  L.push(`- times: ${d.timestampQuery ? 'GPU time from timestamp queries' : 'wall time (no ' +
+    'timestamp-query)'}, median of tinybench samples; peers run on the same Dawn device`);
+  L.push(`- node ${rep.software.node}; TensorFlow.js WebGPU ${rep.software.tfjs ?? 'not run'}` +
+    `${rep.software.tfjsError ? ` (${rep.software.tfjsError})` : ''}`);
+  L.push('');
+  const c = rep.ceilings;
+  L.push('## Device ceilings (measured)');
+  L.push('');
+  L.push('| ceiling | value | how |');
+  L.push('| --- | ---: | --- |');
+  L.push(`| f32 FMA | ${f(c.gflops, 1)} GFLOP/s | ${c.fma.threads} threads × ${c.fma.iters} ` +
+    `rounds × 8 vec4 FMA, ${f(c.fma.medianMs)} ms |`);
+  L.push(`| copy bandwidth | ${f(c.gbps, 1)} GB/s | ${(c.copy.bytes / 2 ** 20).toFixed(0)} MiB ` +
+    `vec4 copy (read + write), ${f(c.copy.medianMs)} ms |`);
+  L.push('');
+  if (rep.kernels.length) {
+    L.push('## Kernels');
+    L.push('');
+    L.push('Ours vs peers: ratio = peer median / our median (> 1: ours is faster). ' +
+      '% peak is of the FLOP ceiling for compute-bound rows and of the copy bandwidth for ' +
+      'memory-bound rows.');
+    L.push('');
+    L.push('| kernel | px | B | dir | shape | ours ms | GFLOP/s | GB/s | % peak | naive ms | ' +
+      'vs naive | tfjs ms | vs tfjs | time |');
+    L.push('| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ' +
+      '---: | --- |');
+    for (const r of rep.kernels) {
+      L.push(`| ${r.group} ${r.label}${r.note ? ` (${r.note})` : ''} | ${r.size} | ${r.batch} | ` +
+        `${r.dir} | ${r.shape} | ${ms(r.ours)} | ${f(r.gflops, 1)} | ${f(r.gbps, 1)} | ` +
+        `${f(r.pctOfPeak, 1)} | ${peerCell(r.naive)} | ${x(r.speedupVsNaive)} | ` +
+        `${peerCell(r.tfjs)} | ${x(r.speedupVsTfjs)} | ` +
+        `${r.ours.source === 'wall' ? 'wall' : 'gpu'} |`);
+    }
+    const skipped = rep.kernels.flatMap((r) =>
+      [['naive', r.naive], ['tfjs', r.tfjs]].filter(([, p]) => p && !(p as PeerResult).timing)
+        .map(([n, p]) => `${r.id} ${n}: ${(p as PeerResult).skipped}`));
+    if (skipped.length) {
+      L.push('');
+      L.push('¹ skipped peers:');
+      for (const s of skipped) L.push(`- ${s}`);
+    }
+    L.push('');
+  }
+  if (rep.e2e.length) {
+    L.push('## End to end (Segmenter tiny, stride16 head)');
+    L.push('');
+    L.push('| mode | phase | px | B | wall ms | images/s | GPU-busy ms | peak GPU MiB | ' +
+      'trainable params |');
+    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const r of rep.e2e) {
+      L.push(`| ${r.mode} | ${r.phase} | ${r.size} | ${r.batch} | ${f(r.wallMedianMs, 1)} | ` +
+        `${f(r.imagesPerSec, 2)} | ${r.gpuMedianMs === null ? '-' : f(r.gpuMedianMs, 1)} | ` +
+        `${(r.peakBytes / 2 ** 20).toFixed(0)} | ${r.trainableParams} |`);
+    }
+    L.push('');
+    for (const r of rep.e2e.filter((e) => e.topKernels.length)) {
+      L.push(`Top kernels, ${r.mode} ${r.phase} (GPU ms, last iteration): ` +
+        r.topKernels.map((k) => `${k.name} ${f(k.ms, 2)} (${k.calls}×)`).join(', '));
+      L.push('');
+    }
+  }
+  if (rep.notes.length) {
+    L.push('## Notes');
+    L.push('');
+    for (const n of rep.notes) L.push(`- ${n}`);
+    L.push('');
+  }
+  return `${L.join('\n')}\n`;
+}
+
+/** Writes <out>/<adapter>[.quick][.lavapipe].{json,md}; returns both paths. */
+export function writeReports(rep: BenchReport, outDir: string): { json: string; md: string } {
+  mkdirSync(outDir, { recursive: true });
+  const stem = adapterSlug(rep.device) + (rep.quick ? '.quick' : '') +
+    (rep.device.cpuFallback ? '.cpu-fallback' : '');
+  const json = join(outDir, `${stem}.json`);
+  const md = join(outDir, `${stem}.md`);
+  writeFileSync(json, `${JSON.stringify(rep, null, 2)}\n`);
+  writeFileSync(md, toMarkdown(rep));
+  return { json, md };
+}
