@@ -155,7 +155,8 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
       const files = await predictFiles(model, [predictInput], {
         size: config.size,
         threshold: config.threshold,
-        tile: 256,
+        // The synthetic training photos are 96 px wide at model size 64: predict at that scale.
+        tile: 96,
         out: join(out, 'predict'),
       });
       for (const f of files) console.log(`prediction: ${f.mask}, overlay: ${f.overlay}`);

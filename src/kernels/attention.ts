@@ -92,7 +92,7 @@ export const attnBwdKVRegsKernel = attentionShader.kernel({
 });
 
 /** Invocations per workgroup of the CPU variants (4 rows each): small, so cores share many. */
-const REGS_WG = 8;
+const REGS_WG = 16;
 
 /**
  * Rows of one operand: token (b, n) of a [B, N, *] tensor starts at (b * N + n) * stride, and
@@ -115,7 +115,7 @@ export interface AttnDims {
   scale: number;
   /** Tile sizes instead of attentionTiles' choice (tests use it to cover small-memory tiles). */
   tiles?: { BR: number; BC: number };
-  /** Kernel family: workgroup-memory tiles (GPUs) or the CPU variant; default by adapter. */
+  /** Workgroup-memory tiles (default on GPUs) or the CPU variant (default on CPU adapters). */
   path?: AttnPath;
 }
 
@@ -125,10 +125,7 @@ export type AttnPath = 'tiled' | 'regs';
 /** Tiles win on GPUs; on CPU adapters they cost more than they save (see the shader). */
 function usesRegs(gpu: Gpu, d: AttnDims): boolean {
   if (d.tiles) return false;
-  const e = process.env.H9_ATT;
-  const path = d.path ?? (e === 'tiled' || e === 'regs' ? e : null) ??
-    (gpu.info.cpuFallback ? 'regs' : 'tiled');
-  return path === 'regs';
+  return (d.path ?? (gpu.info.cpuFallback ? 'regs' : 'tiled')) === 'regs';
 }
 
 const REGS: Record<Which, Kernel> = {
@@ -231,12 +228,11 @@ function grid(gpu: Gpu, rows: number, BR: number, BH: number): [number, number, 
 function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
   buffers: BufferRef[], p: Record<string, number>): void {
   if (usesRegs(gpu, d)) {
-    const wg = Number(process.env.H9_AWG ?? REGS_WG);
     gpu.run(REGS[which], {
       buffers,
       params: p,
-      grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), wg),
-      overrides: { HD: d.hd, WG: wg },
+      grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), REGS_WG),
+      overrides: { HD: d.hd, WG: REGS_WG },
     });
     return;
   }
