@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { applyAugment, augmentPair, sampleAugment } from '../src/data/augment.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../src/data/decode.js';
-import { Rng } from '../src/data/rng.js';
+import { Rng } from '../src/util/random.js';
 
 const S = 17; // odd, so centre handling of flips/rotations is exercised
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Rng } from '../src/data/rng.js';
+import { Rng } from '../src/util/random.js';
 import {
   DEFAULT_SWEEP,
   SegMetricsAccumulator,

@@ -84,3 +84,17 @@ describe('runtime', () => {
     expect(gpu.pool.stats.allocations).toBe(before + 1);
   });
 });
+
+describe('device loss', () => {
+  it('turns a lost device into GpuLostError on the next call, not a hang', async () => {
+    const { Gpu } = await import('../src/gpu/runtime.js');
+    const { GpuLostError } = await import('../src/gpu/errors.js');
+    const own = await Gpu.open();
+    const buf = own.alloc(64);
+    own.device.destroy(); // what a driver reset looks like from here
+    await own.device.lost;
+    await new Promise((r) => setTimeout(r, 0));
+    expect(() => add(own, buf, buf, own.alloc(64), 16)).toThrow(GpuLostError);
+    await expect(own.sync()).rejects.toThrow(/device lost/);
+  });
+});

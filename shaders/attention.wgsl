@@ -415,9 +415,10 @@ fn attn_zero_cols(
 // barriers, for CPU adapters: llvmpipe runs a workgroup as a SIMD loop over its invocations,
 // where a barrier switches coroutines and each shared-memory access is a per-lane gather, so the
 // tiled kernels above spend more on staging than on arithmetic. One thread = 4 rows (queries, or
-// keys in bwd_kv) of one (b, h), streaming the other side 4 rows at a time: each loaded element
-// feeds 4 FMAs. The running output accumulates in the output rows themselves (each thread is
-// their only writer), since per-thread registers cannot hold 4 x HD floats for any HD.
+// keys in bwd_kv) of one (b, h), streaming the other side 8 rows at a time (two 4-row halves):
+// each streamed element feeds 4 FMAs, each of the thread's own 8. The running output accumulates
+// in the output rows themselves (each thread is their only writer), since per-thread registers
+// cannot hold 4 x HD floats for any HD.
 // Threads are numbered over (b, h, row block) on a 1-D grid folded into y; rows past the end are
 // clamped for loads and never stored; streamed rows past the end get probability 0.
 
@@ -450,34 +451,52 @@ fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   let oi = (b * fr_p.Nq + rg_rows(i0, fr_p.Nq)) * fr_p.so + fr_p.oo + h * HD;
   var m = vec4f(NEG);
   var l = vec4f(0.0);
-  for (var j0 = 0u; j0 < fr_p.Nk; j0 += 4u) {
-    let kj = (b * fr_p.Nk + rg_rows(j0, fr_p.Nk)) * fr_p.sk + fr_p.ok + h * HD;
-    let vj = (b * fr_p.Nk + rg_rows(j0, fr_p.Nk)) * fr_p.sv + fr_p.ov + h * HD;
-    // s[j][i] = q_i . k_j
-    var s = mat4x4f();
+  // Keys stream 8 at a time (two 4-key halves), so each pass over the output rows serves 8.
+  for (var j0 = 0u; j0 < fr_p.Nk; j0 += 8u) {
+    let ra = rg_rows(j0, fr_p.Nk);
+    let rb = rg_rows(j0 + 4u, fr_p.Nk);
+    let ka = (b * fr_p.Nk + ra) * fr_p.sk + fr_p.ok + h * HD;
+    let kb = (b * fr_p.Nk + rb) * fr_p.sk + fr_p.ok + h * HD;
+    let va = (b * fr_p.Nk + ra) * fr_p.sv + fr_p.ov + h * HD;
+    let vb = (b * fr_p.Nk + rb) * fr_p.sv + fr_p.ov + h * HD;
+    // sX[j][i] = q_i . k_j for key j of half X.
+    var sa = mat4x4f();
+    var sb = mat4x4f();
     for (var d = 0u; d < HD; d++) {
       let q = vec4f(fr_qb[qi.x + d], fr_qb[qi.y + d], fr_qb[qi.z + d], fr_qb[qi.w + d]);
-      s[0] += q * fr_kb[kj.x + d];
-      s[1] += q * fr_kb[kj.y + d];
-      s[2] += q * fr_kb[kj.z + d];
-      s[3] += q * fr_kb[kj.w + d];
+      sa[0] += q * fr_kb[ka.x + d];
+      sa[1] += q * fr_kb[ka.y + d];
+      sa[2] += q * fr_kb[ka.z + d];
+      sa[3] += q * fr_kb[ka.w + d];
+      sb[0] += q * fr_kb[kb.x + d];
+      sb[1] += q * fr_kb[kb.y + d];
+      sb[2] += q * fr_kb[kb.z + d];
+      sb[3] += q * fr_kb[kb.w + d];
     }
-    let kok = rg_valid(j0, fr_p.Nk);
-    for (var c = 0u; c < 4u; c++) { s[c] = select(vec4f(NEG), s[c] * fr_p.scale, kok[c]); }
-    let mn = max(m, max(max(s[0], s[1]), max(s[2], s[3])));
+    let oka = rg_valid(j0, fr_p.Nk);
+    let okb = rg_valid(j0 + 4u, fr_p.Nk);
+    for (var c = 0u; c < 4u; c++) {
+      sa[c] = select(vec4f(NEG), sa[c] * fr_p.scale, oka[c]);
+      sb[c] = select(vec4f(NEG), sb[c] * fr_p.scale, okb[c]);
+    }
+    let mx = max(max(max(sa[0], sa[1]), max(sa[2], sa[3])),
+      max(max(sb[0], sb[1]), max(sb[2], sb[3])));
+    let mn = max(m, mx);
     let alpha = exp(m - mn);
-    let p = mat4x4f(exp(s[0] - mn), exp(s[1] - mn), exp(s[2] - mn), exp(s[3] - mn));
-    l = l * alpha + p[0] + p[1] + p[2] + p[3];
+    let pa = mat4x4f(exp(sa[0] - mn), exp(sa[1] - mn), exp(sa[2] - mn), exp(sa[3] - mn));
+    let pb = mat4x4f(exp(sb[0] - mn), exp(sb[1] - mn), exp(sb[2] - mn), exp(sb[3] - mn));
+    l = l * alpha + pa[0] + pa[1] + pa[2] + pa[3] + pb[0] + pb[1] + pb[2] + pb[3];
     m = mn;
     let first = j0 == 0u;
     for (var d = 0u; d < HD; d++) {
-      let v = vec4f(fr_vb[vj.x + d], fr_vb[vj.y + d], fr_vb[vj.z + d], fr_vb[vj.w + d]);
-      // acc_i = acc_i * alpha_i + sum_j p[j][i] v_j: p times v as a matrix-vector product.
+      let v0 = vec4f(fr_vb[va.x + d], fr_vb[va.y + d], fr_vb[va.z + d], fr_vb[va.w + d]);
+      let v1 = vec4f(fr_vb[vb.x + d], fr_vb[vb.y + d], fr_vb[vb.z + d], fr_vb[vb.w + d]);
+      // acc_i = acc_i * alpha_i + sum_j p[j][i] v_j: P times v as matrix-vector products.
       var acc = vec4f(0.0);
       if (!first) {
         acc = vec4f(fr_ob[oi.x + d], fr_ob[oi.y + d], fr_ob[oi.z + d], fr_ob[oi.w + d]) * alpha;
       }
-      acc += p * v;
+      acc += pa * v0 + pb * v1;
       if (ok.x) { fr_ob[oi.x + d] = acc.x; }
       if (ok.y) { fr_ob[oi.y + d] = acc.y; }
       if (ok.z) { fr_ob[oi.z + d] = acc.z; }
@@ -528,38 +547,58 @@ fn attn_bwd_q_regs(
   let li = bh * qr_p.Nq + rows;
   let lse = vec4f(qr_lse[li.x], qr_lse[li.y], qr_lse[li.z], qr_lse[li.w]);
   let dsum = vec4f(qr_dd[li.x], qr_dd[li.y], qr_dd[li.z], qr_dd[li.w]);
-  for (var j0 = 0u; j0 < qr_p.Nk; j0 += 4u) {
-    let kj = (b * qr_p.Nk + rg_rows(j0, qr_p.Nk)) * qr_p.sk + qr_p.ok + h * HD;
-    let vj = (b * qr_p.Nk + rg_rows(j0, qr_p.Nk)) * qr_p.sv + qr_p.ov + h * HD;
-    var s = mat4x4f();
-    var dp = mat4x4f();
+  // Keys stream 8 at a time (two 4-key halves), so each pass over the dq rows serves 8.
+  for (var j0 = 0u; j0 < qr_p.Nk; j0 += 8u) {
+    let ra = rg_rows(j0, qr_p.Nk);
+    let rb = rg_rows(j0 + 4u, qr_p.Nk);
+    let ka = (b * qr_p.Nk + ra) * qr_p.sk + qr_p.ok + h * HD;
+    let kb = (b * qr_p.Nk + rb) * qr_p.sk + qr_p.ok + h * HD;
+    let va = (b * qr_p.Nk + ra) * qr_p.sv + qr_p.ov + h * HD;
+    let vb = (b * qr_p.Nk + rb) * qr_p.sv + qr_p.ov + h * HD;
+    var sa = mat4x4f();
+    var sb = mat4x4f();
+    var pa = mat4x4f();
+    var pb = mat4x4f();
     for (var d = 0u; d < HD; d++) {
       let q = vec4f(qr_qb[qi.x + d], qr_qb[qi.y + d], qr_qb[qi.z + d], qr_qb[qi.w + d]);
       let g = vec4f(qr_gb[gi.x + d], qr_gb[gi.y + d], qr_gb[gi.z + d], qr_gb[gi.w + d]);
-      s[0] += q * qr_kb[kj.x + d];
-      s[1] += q * qr_kb[kj.y + d];
-      s[2] += q * qr_kb[kj.z + d];
-      s[3] += q * qr_kb[kj.w + d];
-      dp[0] += g * qr_vb[vj.x + d];
-      dp[1] += g * qr_vb[vj.y + d];
-      dp[2] += g * qr_vb[vj.z + d];
-      dp[3] += g * qr_vb[vj.w + d];
+      sa[0] += q * qr_kb[ka.x + d];
+      sa[1] += q * qr_kb[ka.y + d];
+      sa[2] += q * qr_kb[ka.z + d];
+      sa[3] += q * qr_kb[ka.w + d];
+      sb[0] += q * qr_kb[kb.x + d];
+      sb[1] += q * qr_kb[kb.y + d];
+      sb[2] += q * qr_kb[kb.z + d];
+      sb[3] += q * qr_kb[kb.w + d];
+      pa[0] += g * qr_vb[va.x + d];
+      pa[1] += g * qr_vb[va.y + d];
+      pa[2] += g * qr_vb[va.z + d];
+      pa[3] += g * qr_vb[va.w + d];
+      pb[0] += g * qr_vb[vb.x + d];
+      pb[1] += g * qr_vb[vb.y + d];
+      pb[2] += g * qr_vb[vb.z + d];
+      pb[3] += g * qr_vb[vb.w + d];
     }
-    // ds[j][i] = P_ij (dP_ij - D_i), times the softmax scale for dq; 0 for keys past Nk.
-    let kok = rg_valid(j0, qr_p.Nk);
-    var ds = mat4x4f();
+    // dS[j][i] = P_ij (dP_ij - D_i), times the softmax scale for dq; 0 for keys past Nk.
+    let oka = rg_valid(j0, qr_p.Nk);
+    let okb = rg_valid(j0 + 4u, qr_p.Nk);
+    var da = mat4x4f();
+    var db = mat4x4f();
     for (var c = 0u; c < 4u; c++) {
-      let pr = exp(s[c] * qr_p.scale - lse);
-      ds[c] = select(vec4f(0.0), pr * (dp[c] - dsum) * qr_p.scale, kok[c]);
+      let pra = exp(sa[c] * qr_p.scale - lse);
+      let prb = exp(sb[c] * qr_p.scale - lse);
+      da[c] = select(vec4f(0.0), pra * (pa[c] - dsum) * qr_p.scale, oka[c]);
+      db[c] = select(vec4f(0.0), prb * (pb[c] - dsum) * qr_p.scale, okb[c]);
     }
     let first = j0 == 0u;
     for (var d = 0u; d < HD; d++) {
-      let k = vec4f(qr_kb[kj.x + d], qr_kb[kj.y + d], qr_kb[kj.z + d], qr_kb[kj.w + d]);
+      let k0 = vec4f(qr_kb[ka.x + d], qr_kb[ka.y + d], qr_kb[ka.z + d], qr_kb[ka.w + d]);
+      let k1 = vec4f(qr_kb[kb.x + d], qr_kb[kb.y + d], qr_kb[kb.z + d], qr_kb[kb.w + d]);
       var acc = vec4f(0.0);
       if (!first) {
         acc = vec4f(qr_out[oi.x + d], qr_out[oi.y + d], qr_out[oi.z + d], qr_out[oi.w + d]);
       }
-      acc += ds * k;
+      acc += da * k0 + db * k1;
       if (ok.x) { qr_out[oi.x + d] = acc.x; }
       if (ok.y) { qr_out[oi.y + d] = acc.y; }
       if (ok.z) { qr_out[oi.z + d] = acc.z; }
@@ -595,52 +634,74 @@ fn attn_bwd_kv_regs(
   let vj = (b * kr_p.Nk + rows) * kr_p.sv + kr_p.ov + h * HD;
   let dk = (b * kr_p.Nk + rows) * kr_p.s1 + kr_p.o1 + h * HD;
   let dv = (b * kr_p.Nk + rows) * kr_p.s2 + kr_p.o2 + h * HD;
-  for (var i0 = 0u; i0 < kr_p.Nq; i0 += 4u) {
-    let ir = rg_rows(i0, kr_p.Nq);
-    let qi = (b * kr_p.Nq + ir) * kr_p.sq + kr_p.oq + h * HD;
-    let gi = (b * kr_p.Nq + ir) * kr_p.sg + kr_p.og + h * HD;
-    let li = bh * kr_p.Nq + ir;
-    let lse = vec4f(kr_lse[li.x], kr_lse[li.y], kr_lse[li.z], kr_lse[li.w]);
-    let dsum = vec4f(kr_dd[li.x], kr_dd[li.y], kr_dd[li.z], kr_dd[li.w]);
-    // s[i][j] = q_i . k_j (columns are queries here, rows the thread's keys).
-    var s = mat4x4f();
-    var dp = mat4x4f();
+  // Queries stream 8 at a time (two 4-query halves) so the thread's own k, v rows and its dk, dv
+  // accumulators are read once per 8 queries.
+  for (var i0 = 0u; i0 < kr_p.Nq; i0 += 8u) {
+    let ra = rg_rows(i0, kr_p.Nq);
+    let rb = rg_rows(i0 + 4u, kr_p.Nq);
+    let qa = (b * kr_p.Nq + ra) * kr_p.sq + kr_p.oq + h * HD;
+    let qb = (b * kr_p.Nq + rb) * kr_p.sq + kr_p.oq + h * HD;
+    let ga = (b * kr_p.Nq + ra) * kr_p.sg + kr_p.og + h * HD;
+    let gb = (b * kr_p.Nq + rb) * kr_p.sg + kr_p.og + h * HD;
+    // sX[c][j] = q_c . k_j for query c of half X (columns are queries, rows the thread's keys).
+    var sa = mat4x4f();
+    var sb = mat4x4f();
+    var pa = mat4x4f();
+    var pb = mat4x4f();
     for (var d = 0u; d < HD; d++) {
       let k = vec4f(kr_kb[kj.x + d], kr_kb[kj.y + d], kr_kb[kj.z + d], kr_kb[kj.w + d]);
       let v = vec4f(kr_vb[vj.x + d], kr_vb[vj.y + d], kr_vb[vj.z + d], kr_vb[vj.w + d]);
-      s[0] += k * kr_qb[qi.x + d];
-      s[1] += k * kr_qb[qi.y + d];
-      s[2] += k * kr_qb[qi.z + d];
-      s[3] += k * kr_qb[qi.w + d];
-      dp[0] += v * kr_gb[gi.x + d];
-      dp[1] += v * kr_gb[gi.y + d];
-      dp[2] += v * kr_gb[gi.z + d];
-      dp[3] += v * kr_gb[gi.w + d];
+      sa[0] += k * kr_qb[qa.x + d];
+      sa[1] += k * kr_qb[qa.y + d];
+      sa[2] += k * kr_qb[qa.z + d];
+      sa[3] += k * kr_qb[qa.w + d];
+      sb[0] += k * kr_qb[qb.x + d];
+      sb[1] += k * kr_qb[qb.y + d];
+      sb[2] += k * kr_qb[qb.z + d];
+      sb[3] += k * kr_qb[qb.w + d];
+      pa[0] += v * kr_gb[ga.x + d];
+      pa[1] += v * kr_gb[ga.y + d];
+      pa[2] += v * kr_gb[ga.z + d];
+      pa[3] += v * kr_gb[ga.w + d];
+      pb[0] += v * kr_gb[gb.x + d];
+      pb[1] += v * kr_gb[gb.y + d];
+      pb[2] += v * kr_gb[gb.z + d];
+      pb[3] += v * kr_gb[gb.w + d];
     }
-    let qok = rg_valid(i0, kr_p.Nq);
-    var pm = mat4x4f();
-    var ds = mat4x4f();
-    for (var c = 0u; c < 4u; c++) {
-      let pr = select(vec4f(0.0), exp(s[c] * kr_p.scale - lse[c]), qok[c]);
-      pm[c] = pr;
-      ds[c] = pr * (dp[c] - dsum[c]) * kr_p.scale;
-    }
+    // In place: sX becomes P (0 past Nq), pX (dP) becomes scale * dS.
+    kr_probs(bh, i0, &sa, &pa);
+    kr_probs(bh, i0 + 4u, &sb, &pb);
     let first = i0 == 0u;
     for (var d = 0u; d < HD; d++) {
-      let q = vec4f(kr_qb[qi.x + d], kr_qb[qi.y + d], kr_qb[qi.z + d], kr_qb[qi.w + d]);
-      let g = vec4f(kr_gb[gi.x + d], kr_gb[gi.y + d], kr_gb[gi.z + d], kr_gb[gi.w + d]);
+      let q0 = vec4f(kr_qb[qa.x + d], kr_qb[qa.y + d], kr_qb[qa.z + d], kr_qb[qa.w + d]);
+      let q1 = vec4f(kr_qb[qb.x + d], kr_qb[qb.y + d], kr_qb[qb.z + d], kr_qb[qb.w + d]);
+      let g0 = vec4f(kr_gb[ga.x + d], kr_gb[ga.y + d], kr_gb[ga.z + d], kr_gb[ga.w + d]);
+      let g1 = vec4f(kr_gb[gb.x + d], kr_gb[gb.y + d], kr_gb[gb.z + d], kr_gb[gb.w + d]);
       var ak = vec4f(0.0);
       var av = vec4f(0.0);
       if (!first) {
         ak = vec4f(kr_out[dk.x + d], kr_out[dk.y + d], kr_out[dk.z + d], kr_out[dk.w + d]);
         av = vec4f(kr_out[dv.x + d], kr_out[dv.y + d], kr_out[dv.z + d], kr_out[dv.w + d]);
       }
-      ak += ds * q;
-      av += pm * g;
+      ak += pa * q0 + pb * q1;
+      av += sa * g0 + sb * g1;
       if (ok.x) { kr_out[dk.x + d] = ak.x; kr_out[dv.x + d] = av.x; }
       if (ok.y) { kr_out[dk.y + d] = ak.y; kr_out[dv.y + d] = av.y; }
       if (ok.z) { kr_out[dk.z + d] = ak.z; kr_out[dv.z + d] = av.z; }
       if (ok.w) { kr_out[dk.w + d] = ak.w; kr_out[dv.w + d] = av.w; }
     }
+  }
+}
+
+// s (scores of queries i0..i0+3 against the thread's keys) -> P, dp -> scale * P * (dp - D).
+fn kr_probs(bh: u32, i0: u32, s: ptr<function, mat4x4f>, dp: ptr<function, mat4x4f>) {
+  let li = bh * kr_p.Nq + rg_rows(i0, kr_p.Nq);
+  let lse = vec4f(kr_lse[li.x], kr_lse[li.y], kr_lse[li.z], kr_lse[li.w]);
+  let dsum = vec4f(kr_dd[li.x], kr_dd[li.y], kr_dd[li.z], kr_dd[li.w]);
+  let qok = rg_valid(i0, kr_p.Nq);
+  for (var c = 0u; c < 4u; c++) {
+    let pr = select(vec4f(0.0), exp((*s)[c] * kr_p.scale - lse[c]), qok[c]);
+    (*s)[c] = pr;
+    (*dp)[c] = pr * ((*dp)[c] - dsum[c]) * kr_p.scale;
   }
 }

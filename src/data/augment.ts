@@ -7,7 +7,7 @@
  */
 import { IMAGENET_MEAN, IMAGENET_STD } from './decode.js';
 import { type Window, resampleBilinear, resampleNearest } from './resample.js';
-import { type Rng, withDefaults } from './rng.js';
+import { type Rng, withDefaults } from '../util/random.js';
 
 export interface AugmentOptions {
   /** Probability of a horizontal flip (default 0.5). */

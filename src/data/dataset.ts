@@ -6,7 +6,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
-import { hash32 } from './rng.js';
+import { hash32 } from '../util/random.js';
 
 export interface Sample {
   /** File stem shared by the image and its mask. */

@@ -11,7 +11,7 @@ import type { AugmentOptions } from './augment.js';
 import { augmentPair } from './augment.js';
 import type { Sample } from './dataset.js';
 import { type BadSample, type LoadedPair, SampleError, loadPair } from './decode.js';
-import { Rng, hash32, withDefaults } from './rng.js';
+import { Rng, hash32, withDefaults } from '../util/random.js';
 
 export interface BatchLoaderOptions {
   batchSize: number;

@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { Rng, hash32 } from './rng.js';
+import { Rng, hash32 } from '../util/random.js';
 
 export interface CrackSample {
   /** RGB, [height, width, 3]. */

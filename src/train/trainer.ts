@@ -249,7 +249,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     bestDice = t.bestDice;
     history.push(...t.history);
     epochs.push(...t.epochs);
-    rng.state = t.rngState;
+    rng.setState(t.rngState);
     loader.restore(t.loader);
     const m: Float32Array[] = [];
     const v: Float32Array[] = [];
@@ -290,7 +290,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         step,
         epoch,
         loader: loader.state(),
-        rngState: rng.state,
+        rngState: rng.state(),
         bestDice,
         history,
         epochs,
