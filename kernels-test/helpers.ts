@@ -8,6 +8,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { expect } from 'vitest';
 import { Engine, Tensor, numel } from '../src/autograd/tensor.js';
 import { getGpu } from '../src/gpu/runtime.js';
+import { Rng } from '../src/util/random.js';
 
 let engine: Engine | null = null;
 
@@ -24,16 +25,10 @@ export const SEED = process.env.SAM2_TEST_SEED
   ? Number(process.env.SAM2_TEST_SEED)
   : (Date.now() ^ (process.pid << 16)) >>> 0;
 
-/** mulberry32: small, fast, good enough for test data. */
+/** The project's seeded generator (mulberry32) as a plain function. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 let seedCounter = 0;

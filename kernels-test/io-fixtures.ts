@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StateDict } from '../src/io/pt.js';
+import { Rng } from '../src/util/random.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED_CKPT = resolve(ROOT, '../shared/sam2-checkpoints');
@@ -17,16 +18,10 @@ export const SEED = process.env.SAM2_TEST_SEED
   ? Number(process.env.SAM2_TEST_SEED)
   : (Date.now() ^ (process.pid << 16)) >>> 0;
 
-/** mulberry32, as in helpers.ts. */
+/** The project's seeded generator as a plain function. */
 export function rng(seed = SEED): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 /** Random float32 tensors for the given shapes (uniform in [-2, 2)). */

@@ -98,3 +98,20 @@ describe('device loss', () => {
     await expect(own.sync()).rejects.toThrow(/device lost/);
   });
 });
+
+describe('kernel specs', () => {
+  it('refuses a uniform field named like a WGSL reserved word', async () => {
+    const { defineShader } = await import('../src/gpu/kernel.js');
+    expect(() => defineShader('loss', { P: { n: 'u32', smooth: 'f32' } })).toThrow(
+      /'smooth' .* reserved word in WGSL/,
+    );
+  });
+
+  it('binds the requested size, not the pool size class', async () => {
+    // 1000 floats round up to a 4096-byte class; `add` must still see exactly 1000 elements.
+    const n = 1000;
+    const a = gpu.upload(new Float32Array(n).fill(1));
+    expect(a.size).toBeGreaterThan(n * 4);
+    expect(gpu.pool.requestedBytes(a)).toBe(n * 4);
+  });
+});

@@ -308,13 +308,15 @@ fn rg_b(t: MmTile, n: u32, k: u32) -> mat4x4f {
 override RG_2M: bool = true;
 override RG_2N: bool = true;
 
-@compute @workgroup_size(WGX, WGY)
-fn matmul_regs(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+// One-dimensional workgroup: llvmpipe fills its SIMD lanes along x only, so a (1, 16) group
+// (a thin N) would run one lane in eight.
+@compute @workgroup_size(WGX * WGY)
+fn matmul_regs(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3u) {
   let t = mm_tile(wid);
   let bm = select(4u, 8u, RG_2M);
   let bn = select(4u, 8u, RG_2N);
-  let m = wid.y * WGY * bm + lid.y * bm;
-  let n = wid.x * WGX * bn + lid.x * bn;
+  let m = (wid.y * WGY + li / WGX) * bm;
+  let n = (wid.x * WGX + li % WGX) * bn;
   // accIJ[j][i] = C[m + 4I + i][n + 4J + j].
   var acc00 = mat4x4f();
   var acc01 = mat4x4f();

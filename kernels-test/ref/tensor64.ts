@@ -5,19 +5,14 @@
  * PyTorch layouts (Linear [out, in], Conv2d [Cout, Cin, kh, kw]). Batch is folded into the
  * leading token count where a function takes `n` rows.
  */
+import { Rng } from '../../src/util/random.js';
 
 export type Arr = Float64Array | Float32Array;
 
-/** mulberry32, as in kernels-test/helpers.ts (repeated so the refs stay free of vitest). */
+/** The project's seeded generator as a plain function (no vitest import here). */
 export function rng64(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 /** Box-Muller normal samples with standard deviation `std`, plus `mean`. */

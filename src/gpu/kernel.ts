@@ -39,7 +39,37 @@ export interface Kernel extends KernelDef {
 
 const SHADER_DIR = join(PACKAGE_ROOT, 'shaders');
 
+/**
+ * WGSL keywords and reserved words (WGSL spec §15.2-15.3). A uniform field named like one breaks
+ * the whole shader module, so defineShader refuses it with the name instead.
+ */
+const WGSL_RESERVED = new Set(
+  ('alias break case const const_assert continue continuing default diagnostic discard else ' +
+    'enable false fn for if let loop override requires return struct switch true var while ' +
+    'NULL Self abstract active alignas alignof as asm asm_fragment async attribute auto await ' +
+    'become binding_array cast catch class co_await co_return co_yield coherent column_major ' +
+    'common compile compile_fragment concept const_cast consteval constexpr constinit crate ' +
+    'debugger decltype delete demote demote_to_helper do dynamic_cast enum explicit export ' +
+    'extends extern external fallthrough filter final finally friend from fxgroup get goto ' +
+    'groupshared highp impl implements import inline instanceof interface layout lowp macro ' +
+    'macro_rules match mediump meta mod module move mut mutable namespace new nil noexcept ' +
+    'noinline nointerpolation noperspective null nullptr of operator package packoffset ' +
+    'partition pass patch pixelfragment precise precision premerge priv protected pub public ' +
+    'readonly ref regardless register reinterpret_cast require resource restrict self set ' +
+    'shared sizeof smooth snorm static static_assert static_cast std subroutine super target ' +
+    'template this thread_local throw trait try type typedef typeid typename typeof union ' +
+    'unless unorm unsafe unsized use using varying virtual volatile wgsl where with writeonly ' +
+    'yield').split(' '),
+);
+
 export function defineShader(file: string, structs: Record<string, StructFields>): ShaderFamily {
+  for (const [struct, fields] of Object.entries(structs)) {
+    for (const name of [struct, ...Object.keys(fields)]) {
+      if (WGSL_RESERVED.has(name)) {
+        throw new Error(`shader ${file}: '${name}' (in ${struct}) is a reserved word in WGSL`);
+      }
+    }
+  }
   let cached: string | undefined;
   const family: ShaderFamily = {
     file,

@@ -30,6 +30,8 @@ export class BufferPool {
   private free = new Map<string, GPUBuffer[]>();
   private pending: GPUBuffer[] = [];
   private sizes = new WeakMap<GPUBuffer, number>();
+  /** Bytes the current holder asked for (≤ the size class): what a binding should cover. */
+  private requested = new WeakMap<GPUBuffer, number>();
   readonly stats: PoolStats = {
     liveBytes: 0,
     peakLiveBytes: 0,
@@ -62,6 +64,7 @@ export class BufferPool {
       this.stats.allocatedBytes += size;
       this.stats.allocations++;
     }
+    this.requested.set(buf, Math.ceil(bytes / 4) * 4);
     this.stats.liveBytes += size;
     this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
     return buf;
@@ -71,6 +74,11 @@ export class BufferPool {
   release(buf: GPUBuffer): void {
     this.stats.liveBytes -= this.sizes.get(buf) ?? buf.size;
     this.pending.push(buf);
+  }
+
+  /** The bytes requested for a pooled buffer (its whole size for a buffer the pool did not make). */
+  requestedBytes(buf: GPUBuffer): number {
+    return this.requested.get(buf) ?? buf.size;
   }
 
   afterSubmit(): void {

@@ -295,7 +295,9 @@ export class Gpu {
     const pipeline = this.pipeline(kernel, overrides);
     const entries: GPUBindGroupEntry[] = args.buffers.map((b, i) => ({
       binding: i,
-      resource: 'buffer' in b ? toBinding(b) : { buffer: b },
+      // Bind what was asked for, not the rounded-up size class: a tensor just under
+      // maxStorageBufferBindingSize must stay bindable.
+      resource: 'buffer' in b ? toBinding(b) : { buffer: b, size: this.pool.requestedBytes(b) },
     }));
     entries.push({ binding: args.buffers.length, resource: uniform });
     const bindGroup = this.device.createBindGroup({
