@@ -149,6 +149,38 @@ describe('matmul kernel', () => {
     });
   });
 
+  // Every kernel path on every adapter: CI runs on a CPU adapter, which picks the `regs` path by
+  // default, so the GPU default (`tiled`, scalar and vec4 loads) is forced here explicitly.
+  it.each([
+    ['tiled', false, true, 37, 53, 29, false], // scalar loads, tile edges
+    ['tiled', true, false, 68, 132, 72, true], // vec4 loads, both operands batched
+    ['tiled', false, false, 300, 4, 36, false], // thin (LoRA rank side)
+    ['regs', false, true, 36, 52, 28, false],
+    ['regs', true, true, 68, 132, 72, true],
+    ['regs', false, false, 300, 4, 36, false],
+  ] as const)('path %s (transA %s, transB %s, %ix%ix%i, batched B %s)', async (path, tA, tB, M, N, K, batchedB) => {
+    const e = await testEngine();
+    const batch = 2;
+    const a = f32(randn(batch * M * K));
+    const b = f32(randn((batchedB ? batch : 1) * K * N));
+    const bias = f32(randn(N));
+    const d: MatmulDims = { M, N, K, batch, transA: tA, transB: tB, sharedB: !batchedB };
+    const want = refMatmul(a, b, d);
+    for (let i = 0; i < want.length; i++) want[i] += bias[i % N];
+    await e.scopeAsync(async () => {
+      const ta = e.fromArray(a, [a.length]);
+      const tb = e.fromArray(b, [b.length]);
+      const tbias = e.fromArray(bias, [N]);
+      const tc = e.empty([batch * M * N]);
+      mmKernel(e.gpu, {
+        a: ta.buffer, b: tb.buffer, c: tc.buffer, M, N, K, batch, transA: tA, transB: tB,
+        strideB: batchedB ? K * N : 0, bias: tbias.buffer, path,
+      });
+      const r = expectClose(await tc.toArray(), want, tolFor(K), `matmul path ${path}`);
+      reportError('matmul kernel', `path ${path}`, `${batch}x${M}x${N}x${K}`, r);
+    });
+  });
+
   // Two-pass column sum (rows > 1024) and a single pass; sequential f32 sums over R rows.
   it.each([
     [1500, 37],

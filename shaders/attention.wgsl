@@ -430,6 +430,16 @@ fn rg_rows(i: u32, n: u32) -> vec4u {
   return min(vec4u(i, i + 1u, i + 2u, i + 3u), vec4u(n - 1u));
 }
 
+// Matrix columns are indexed with constants throughout: llvmpipe puts a dynamically indexed
+// private matrix or array in per-invocation scratch memory, which costs more than the kernel.
+
+// Column j of s where key j is valid, else NEG (exp gives exactly 0).
+fn fr_mask(s: mat4x4f, ok: vec4<bool>) -> mat4x4f {
+  let neg = vec4f(NEG);
+  return mat4x4f(select(neg, s[0], ok.x), select(neg, s[1], ok.y), select(neg, s[2], ok.z),
+    select(neg, s[3], ok.w));
+}
+
 @group(0) @binding(0) var<storage, read> fr_qb: array<f32>;
 @group(0) @binding(1) var<storage, read> fr_kb: array<f32>;
 @group(0) @binding(2) var<storage, read> fr_vb: array<f32>;
@@ -475,10 +485,8 @@ fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
     }
     let oka = rg_valid(j0, fr_p.Nk);
     let okb = rg_valid(j0 + 4u, fr_p.Nk);
-    for (var c = 0u; c < 4u; c++) {
-      sa[c] = select(vec4f(NEG), sa[c] * fr_p.scale, oka[c]);
-      sb[c] = select(vec4f(NEG), sb[c] * fr_p.scale, okb[c]);
-    }
+    sa = fr_mask(sa * fr_p.scale, oka);
+    sb = fr_mask(sb * fr_p.scale, okb);
     let mx = max(max(max(sa[0], sa[1]), max(sa[2], sa[3])),
       max(max(sb[0], sb[1]), max(sb[2], sb[3])));
     let mn = max(m, mx);
@@ -582,14 +590,8 @@ fn attn_bwd_q_regs(
     // dS[j][i] = P_ij (dP_ij - D_i), times the softmax scale for dq; 0 for keys past Nk.
     let oka = rg_valid(j0, qr_p.Nk);
     let okb = rg_valid(j0 + 4u, qr_p.Nk);
-    var da = mat4x4f();
-    var db = mat4x4f();
-    for (var c = 0u; c < 4u; c++) {
-      let pra = exp(sa[c] * qr_p.scale - lse);
-      let prb = exp(sb[c] * qr_p.scale - lse);
-      da[c] = select(vec4f(0.0), pra * (pa[c] - dsum) * qr_p.scale, oka[c]);
-      db[c] = select(vec4f(0.0), prb * (pb[c] - dsum) * qr_p.scale, okb[c]);
-    }
+    let da = qr_ds(sa, pa, lse, dsum, oka);
+    let db = qr_ds(sb, pb, lse, dsum, okb);
     let first = j0 == 0u;
     for (var d = 0u; d < HD; d++) {
       let k0 = vec4f(qr_kb[ka.x + d], qr_kb[ka.y + d], qr_kb[ka.z + d], qr_kb[ka.w + d]);
@@ -605,6 +607,18 @@ fn attn_bwd_q_regs(
       if (ok.w) { qr_out[oi.w + d] = acc.w; }
     }
   }
+}
+
+// dS for one 4-key half: column j = scale * P_j * (dP_j - D) where key j is valid, else 0.
+fn qr_ds(s: mat4x4f, dp: mat4x4f, lse: vec4f, dsum: vec4f, ok: vec4<bool>) -> mat4x4f {
+  return mat4x4f(
+    qr_ds_col(s[0], dp[0], lse, dsum, ok.x), qr_ds_col(s[1], dp[1], lse, dsum, ok.y),
+    qr_ds_col(s[2], dp[2], lse, dsum, ok.z), qr_ds_col(s[3], dp[3], lse, dsum, ok.w));
+}
+
+fn qr_ds_col(s: vec4f, dp: vec4f, lse: vec4f, dsum: vec4f, ok: bool) -> vec4f {
+  let pr = exp(s * qr_p.scale - lse);
+  return select(vec4f(0.0), pr * (dp - dsum) * qr_p.scale, ok);
 }
 
 @group(0) @binding(0) var<storage, read> kr_qb: array<f32>;
@@ -698,10 +712,16 @@ fn kr_probs(bh: u32, i0: u32, s: ptr<function, mat4x4f>, dp: ptr<function, mat4x
   let li = bh * kr_p.Nq + rg_rows(i0, kr_p.Nq);
   let lse = vec4f(kr_lse[li.x], kr_lse[li.y], kr_lse[li.z], kr_lse[li.w]);
   let dsum = vec4f(kr_dd[li.x], kr_dd[li.y], kr_dd[li.z], kr_dd[li.w]);
-  let qok = rg_valid(i0, kr_p.Nq);
-  for (var c = 0u; c < 4u; c++) {
-    let pr = select(vec4f(0.0), exp((*s)[c] * kr_p.scale - lse[c]), qok[c]);
-    (*s)[c] = pr;
-    (*dp)[c] = pr * ((*dp)[c] - dsum[c]) * kr_p.scale;
-  }
+  let ok = rg_valid(i0, kr_p.Nq);
+  let p = mat4x4f(
+    kr_prob((*s)[0], lse.x, ok.x), kr_prob((*s)[1], lse.y, ok.y),
+    kr_prob((*s)[2], lse.z, ok.z), kr_prob((*s)[3], lse.w, ok.w));
+  let d = *dp;
+  *dp = mat4x4f((d[0] - dsum.x) * p[0], (d[1] - dsum.y) * p[1], (d[2] - dsum.z) * p[2],
+    (d[3] - dsum.w) * p[3]) * kr_p.scale;
+  *s = p;
+}
+
+fn kr_prob(s: vec4f, lse: f32, ok: bool) -> vec4f {
+  return select(vec4f(0.0), exp(s * kr_p.scale - lse), ok);
 }

@@ -99,37 +99,35 @@ fn mm_accumulate(lid: vec3u, acc: ptr<function, array<f32, RM * RN>>) {
 
 // C = alpha * acc (+ low-rank addend) (+ bias) (+ beta * C), bounds-checked.
 fn mm_store(lid: vec3u, t: MmTile, acc: ptr<function, array<f32, RM * RN>>) {
-  mm_store_block(t.z, t.m0 + lid.y, WGY, t.n0 + lid.x, WGX, acc);
-}
-
-// Stores acc[i * RN + j] at row m + i * dm, column n + j * dn of C[z].
-fn mm_store_block(
-  z: u32, m: u32, dm: u32, n: u32, dn: u32, acc: ptr<function, array<f32, RM * RN>>,
-) {
-  let rank = mm_p.rank;
   for (var i = 0u; i < RM; i++) {
-    let gm = m + i * dm;
+    let gm = t.m0 + lid.y + i * WGY;
     if (gm >= mm_p.M) { break; }
     for (var j = 0u; j < RN; j++) {
-      let gn = n + j * dn;
+      let gn = t.n0 + lid.x + j * WGX;
       if (gn >= mm_p.N) { break; }
-      let ci = z * mm_p.sC + gm * mm_p.N + gn;
-      var v = mm_p.alpha * (*acc)[i * RN + j];
-      if (rank > 0u) {
-        var lr = 0.0;
-        for (var r = 0u; r < rank; r++) {
-          let li = select(gn * rank + r, r * mm_p.N + gn, mm_p.lrTrans != 0u);
-          lr = fma(mm_lt[gm * rank + r], mm_lr[li], lr);
-        }
-        if (mm_p.lrMask != 0u) { lr *= mm_drop(ci); }
-        v += mm_p.lrScale * lr;
-      }
-      if (mm_p.hasBias != 0u) { v += mm_bias[gn]; }
-      // beta == 0 must not read C: it may hold garbage (or NaN poison).
-      if (mm_p.beta != 0.0) { v += mm_p.beta * mm_c[ci]; }
-      mm_c[ci] = v;
+      mm_put(t.z, gm, gn, (*acc)[i * RN + j]);
     }
   }
+}
+
+// Writes C[z][gm][gn] = alpha * acc (+ low-rank addend) (+ bias) (+ beta * C); in range.
+fn mm_put(z: u32, gm: u32, gn: u32, acc: f32) {
+  let rank = mm_p.rank;
+  let ci = z * mm_p.sC + gm * mm_p.N + gn;
+  var v = mm_p.alpha * acc;
+  if (rank > 0u) {
+    var lr = 0.0;
+    for (var r = 0u; r < rank; r++) {
+      let li = select(gn * rank + r, r * mm_p.N + gn, mm_p.lrTrans != 0u);
+      lr = fma(mm_lt[gm * rank + r], mm_lr[li], lr);
+    }
+    if (mm_p.lrMask != 0u) { lr *= mm_drop(ci); }
+    v += mm_p.lrScale * lr;
+  }
+  if (mm_p.hasBias != 0u) { v += mm_bias[gn]; }
+  // beta == 0 must not read C: it may hold garbage (or NaN poison).
+  if (mm_p.beta != 0.0) { v += mm_p.beta * mm_c[ci]; }
+  mm_c[ci] = v;
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -248,7 +246,8 @@ fn matmul_v4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wi
 // a per-lane loop, so staging tiles costs more than it saves and what counts is FMAs per load.
 // One thread = an 8x8 block of C (4 rows or columns when RG_2M / RG_2N is off) at rows m.., columns
 // n.., as 4x4 matrix products of blocks built from vec4 loads along each operand's contiguous
-// axis (the vec4 kernel's alignment conditions); one workgroup = WGX x WGY such threads.
+// axis (the vec4 kernel's alignment conditions); one workgroup = a WGY x WGX grid of such
+// threads, numbered in one dimension.
 // Out-of-range rows and columns are clamped (their results are never stored); k past kEnd (only
 // when neither operand is contiguous in k, so K need not be a multiple of 4) loads as zero.
 override RG_TA: bool = false;
@@ -256,49 +255,41 @@ override RG_TB: bool = false;
 // dropOn as a constant: a uniform branch still costs both sides under llvmpipe's lane masks.
 override RG_DROP: u32 = 0u;
 
-// Column kk of the block (a[m + i][k + kk] over i), dropout applied.
-fn rg_a(t: MmTile, m: u32, k: u32) -> mat4x4f {
-  var r: array<vec4f, 4>;
-  for (var c = 0u; c < 4u; c++) {
-    var idx: u32;
-    var ok = true;
-    if (RG_TA) {
-      ok = k + c < t.kEnd;
-      idx = t.offA + min(k + c, mm_p.K - 1u) * mm_p.lda + min(m, mm_p.M - 4u);
-    } else {
-      idx = t.offA + min(m + c, mm_p.M - 1u) * mm_p.lda + k;
-    }
-    var v = mm4_a[idx / 4u];
-    if (RG_DROP == 1u) {
-      v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
-    }
-    r[c] = select(vec4f(0.0), v, ok);
+// One vec4 of A (dropout applied): row m + c at k..k+3, or with RG_TA k + c at m..m+3 (zero
+// past kEnd). Rows and the four loads are spelled out, with no private arrays: llvmpipe puts
+// dynamically indexed ones in per-invocation scratch memory.
+fn rg_la(t: MmTile, m: u32, k: u32, c: u32) -> vec4f {
+  var idx = t.offA + min(m + c, mm_p.M - 1u) * mm_p.lda + k;
+  if (RG_TA) { idx = t.offA + min(k + c, mm_p.K - 1u) * mm_p.lda + min(m, mm_p.M - 4u); }
+  var v = mm4_a[idx / 4u];
+  if (RG_DROP == 1u) {
+    v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
   }
-  let x = mat4x4f(r[0], r[1], r[2], r[3]);
+  return select(v, vec4f(0.0), RG_TA && k + c >= t.kEnd);
+}
+
+// Likewise for B: with RG_TB row n + c at k..k+3, else k + c at n..n+3.
+fn rg_lb(t: MmTile, n: u32, k: u32, c: u32) -> vec4f {
+  var idx = t.offB + min(k + c, mm_p.K - 1u) * mm_p.ldb + min(n, mm_p.N - 4u);
+  if (RG_TB) { idx = t.offB + min(n + c, mm_p.N - 1u) * mm_p.ldb + k; }
+  var v = mm4_b[idx / 4u];
+  if (RG_DROP == 2u) {
+    v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
+  }
+  return select(v, vec4f(0.0), !RG_TB && k + c >= t.kEnd);
+}
+
+// The 4x4 block of A at rows m.., k..: column kk = a[m + i][k + kk] over i.
+fn rg_a(t: MmTile, m: u32, k: u32) -> mat4x4f {
+  let x = mat4x4f(rg_la(t, m, k, 0u), rg_la(t, m, k, 1u), rg_la(t, m, k, 2u), rg_la(t, m, k, 3u));
   // Transposed storage gives columns (fixed k); row-major gives rows (fixed m).
   if (RG_TA) { return x; }
   return transpose(x);
 }
 
-// Column j of the block (b[k + kk][n + j] over kk), dropout applied.
+// The 4x4 block of B at k.., columns n..: column j = b[k + kk][n + j] over kk.
 fn rg_b(t: MmTile, n: u32, k: u32) -> mat4x4f {
-  var r: array<vec4f, 4>;
-  for (var c = 0u; c < 4u; c++) {
-    var idx: u32;
-    var ok = true;
-    if (RG_TB) {
-      idx = t.offB + min(n + c, mm_p.N - 1u) * mm_p.ldb + k;
-    } else {
-      ok = k + c < t.kEnd;
-      idx = t.offB + min(k + c, mm_p.K - 1u) * mm_p.ldb + min(n, mm_p.N - 4u);
-    }
-    var v = mm4_b[idx / 4u];
-    if (RG_DROP == 2u) {
-      v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
-    }
-    r[c] = select(vec4f(0.0), v, ok);
-  }
-  let x = mat4x4f(r[0], r[1], r[2], r[3]);
+  let x = mat4x4f(rg_lb(t, n, k, 0u), rg_lb(t, n, k, 1u), rg_lb(t, n, k, 2u), rg_lb(t, n, k, 3u));
   if (RG_TB) { return x; }
   return transpose(x);
 }
@@ -344,12 +335,21 @@ fn matmul_regs(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) 
   if (RG_2M && RG_2N) { rg_store(t.z, m + 4u, n + 4u, acc11); }
 }
 
+// Stores the block acc (acc[j][i] = C[m + i][n + j]), row by row with constant indices.
 fn rg_store(z: u32, m: u32, n: u32, acc: mat4x4f) {
-  var out: array<f32, RM * RN>;
-  for (var i = 0u; i < RM; i++) {
-    for (var j = 0u; j < RN; j++) { out[i * RN + j] = acc[j][i]; }
-  }
-  mm_store_block(z, m, 1u, n, 1u, &out);
+  let r = transpose(acc);
+  rg_store_row(z, m, n, r[0]);
+  rg_store_row(z, m + 1u, n, r[1]);
+  rg_store_row(z, m + 2u, n, r[2]);
+  rg_store_row(z, m + 3u, n, r[3]);
+}
+
+fn rg_store_row(z: u32, gm: u32, n: u32, v: vec4f) {
+  if (gm >= mm_p.M) { return; }
+  if (n < mm_p.N) { mm_put(z, gm, n, v.x); }
+  if (n + 1u < mm_p.N) { mm_put(z, gm, n + 1u, v.y); }
+  if (n + 2u < mm_p.N) { mm_put(z, gm, n + 2u, v.z); }
+  if (n + 3u < mm_p.N) { mm_put(z, gm, n + 3u, v.w); }
 }
 
 override CS_WGX: u32 = 64u;

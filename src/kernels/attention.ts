@@ -115,7 +115,10 @@ export interface AttnDims {
   scale: number;
   /** Tile sizes instead of attentionTiles' choice (tests use it to cover small-memory tiles). */
   tiles?: { BR: number; BC: number };
-  /** Workgroup-memory tiles (default on GPUs) or the CPU variant (default on CPU adapters). */
+  /**
+   * Workgroup-memory tiles (default on GPUs; implied by `tiles`) or the CPU variant (default on
+   * CPU adapters).
+   */
   path?: AttnPath;
 }
 
