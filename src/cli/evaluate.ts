@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { openDataset } from '../data/dataset.js';
 import { closeGpu } from '../gpu/runtime.js';
 import { formatTable, metricsJson, type SegMetrics } from '../train/metrics.js';
-import { evaluate } from '../train/trainer.js';
+import { evaluateAt } from '../train/trainer.js';
 import { UsageError, int, modelFromAdapter } from './common.js';
 
 export interface EvalCliOptions {
@@ -31,13 +31,18 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
       checkpoint: o.checkpoint,
       adapter: { adapter: o.gpuAdapter, backend: o.backend as never },
     });
-    const metrics = await evaluate(model, samples, {
+    // At 0.5 (the reference recipe) and at the threshold chosen on the validation split.
+    const thresholds = [...new Set([0.5, config.threshold])];
+    const results = await evaluateAt(model, samples, thresholds, {
       size: config.size,
       batch: int('batch', o.batch),
       skipBad: o.skipBad,
       label: `eval ${config.segmenter.mode}`,
     });
-    rows.push({ name: `${config.segmenter.mode}: ${path}`, metrics });
+    results.forEach((metrics, i) => {
+      const at = i === 0 ? '@0.5' : `@${thresholds[i]} (val-best)`;
+      rows.push({ name: `${config.segmenter.mode} ${at}: ${path}`, metrics });
+    });
   }
   console.log(formatTable(rows));
   if (o.json) {

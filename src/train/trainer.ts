@@ -114,12 +114,29 @@ function lossFn(kind: LossKind, logits: Tensor, target: Tensor): Tensor {
   return add(bceWithLogits(logits, target), diceLoss(logits, target));
 }
 
-/** Validation / test metrics of a model over samples (no tape; logits read back per batch). */
-export async function evaluate(
+export interface EvalOptions {
+  size: number;
+  batch: number;
+  maxBatches?: number;
+  skipBad?: boolean;
+  label?: string;
+}
+
+/** Validation / test metrics of a model over samples at threshold 0.5 (with a sweep). */
+export async function evaluate(model: Segmenter, samples: Sample[], opts: EvalOptions): Promise<SegMetrics> {
+  return (await evaluateAt(model, samples, [0.5], opts))[0];
+}
+
+/**
+ * Metrics at each decision threshold (e.g. 0.5 and the one chosen on validation), from one pass
+ * of the model: no tape, logits read back per batch.
+ */
+export async function evaluateAt(
   model: Segmenter,
   samples: Sample[],
-  opts: { size: number; batch: number; maxBatches?: number; skipBad?: boolean; label?: string },
-): Promise<SegMetrics> {
+  thresholds: number[],
+  opts: EvalOptions,
+): Promise<SegMetrics[]> {
   const engine = model.engine;
   const loader = new BatchLoader(samples, {
     batchSize: opts.batch,
@@ -129,7 +146,7 @@ export async function evaluate(
     augment: false,
     skipBad: opts.skipBad,
   });
-  const acc = new SegMetricsAccumulator({ logits: true });
+  const accs = thresholds.map((threshold) => new SegMetricsAccumulator({ logits: true, threshold }));
   const wasTraining = model.isTraining;
   model.train(false);
   const total = Math.min(loader.batchesPerEpoch, opts.maxBatches ?? Infinity);
@@ -142,14 +159,14 @@ export async function evaluate(
         const y = engine.noGrad(() => model.forward(x));
         return y.toArray();
       });
-      acc.update(logits, batch.masks, batch.count);
+      for (const acc of accs) acc.update(logits, batch.masks, batch.count);
       bar.update(i + 1, {});
     }
   } finally {
     loader.close();
     model.train(wasTraining);
   }
-  return acc.result();
+  return accs.map((a) => a.result());
 }
 
 function log(out: string, record: Record<string, unknown>): void {
