@@ -9,6 +9,7 @@ import { type Sample, openDataset, splitTrainVal } from '../data/dataset.js';
 import { BatchLoader } from '../data/loader.js';
 import { checkSamples } from '../data/decode.js';
 import type { AdapterChoice } from '../gpu/dawn.js';
+import { GpuError } from '../gpu/errors.js';
 import { getGpu, type Gpu } from '../gpu/runtime.js';
 import type { StateDict } from '../io/pt.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
@@ -400,6 +401,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         imgs = 0;
       }
     }
+  } catch (e) {
+    // GPU lost / out of memory / a kernel error: say where the finished work is.
+    if (e instanceof GpuError) {
+      const where = existsSync(lastDir)
+        ? `the last good checkpoint is ${lastDir} (resume with --resume ${out})`
+        : 'no checkpoint was written yet';
+      throw new TrainingError(`${e.message} (at step ${step}); ${where}`);
+    }
+    throw e;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
