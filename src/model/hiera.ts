@@ -196,7 +196,10 @@ export class Hiera extends Module {
     t = add(t, this.posEmbed(t.shape[1], t.shape[2]));
     const outs: Tensor[] = [];
     for (const blk of this.blocks) {
-      t = blk.forward(t);
+      // A scope per block frees its intermediates right away; what backward needs is held by
+      // the tape, and the block output is returned to the caller's scope.
+      const input = t;
+      t = this.engine.scope(() => blk.forward(input));
       if (blk.plan.isStageEnd) outs.push(t);
     }
     return outs;
