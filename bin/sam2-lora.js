@@ -82,6 +82,7 @@ adapterOpts(
     .option('--warmup <steps>', 'linear warmup steps before cosine decay', '0')
     .option('--clip <norm>', 'gradient-norm clipping (0: off)', '1.0')
     .option('--accum <n>', 'gradient accumulation steps', '1')
+    .option('--micro-batch <n>', 'images per forward pass at most (automatic when a batch is too large for the adapter)')
     .option('--loss <loss>', 'dice | bce | bce+dice', 'dice')
     .option('--lora-r <r>', 'LoRA rank', '4')
     .option('--lora-alpha <a>', 'LoRA alpha (scale alpha/r)', '32')

@@ -42,6 +42,7 @@ export interface TrainCliOptions {
   warmup: string;
   clip: string;
   accum: string;
+  microBatch?: string;
   loss: string;
   loraR: string;
   loraAlpha: string;
@@ -133,6 +134,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
     warmup: int('warmup', o.warmup, 0),
     clip: num('clip', o.clip),
     accum: int('accum', o.accum),
+    microBatch: o.microBatch ? int('micro-batch', o.microBatch) : undefined,
     loss: choice<LossKind>('loss', o.loss, ['dice', 'bce', 'bce+dice']),
     // 40 steps are too few to learn through augmentation: the demo trains on the plain samples.
     augment: o.augment && !demo,

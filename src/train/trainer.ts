@@ -6,12 +6,13 @@ import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Engine, type Tensor } from '../autograd/tensor.js';
 import { type Sample, openDataset, splitTrainVal } from '../data/dataset.js';
-import { BatchLoader } from '../data/loader.js';
+import { type Batch, BatchLoader } from '../data/loader.js';
 import { checkSamples } from '../data/decode.js';
 import type { AdapterChoice } from '../gpu/dawn.js';
 import { GpuError } from '../gpu/errors.js';
 import { getGpu, type Gpu } from '../gpu/runtime.js';
 import type { StateDict } from '../io/pt.js';
+import { blockPlan } from '../model/config.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
 import { Segmenter, type SegmenterConfig } from '../model/segmenter.js';
 import { add } from '../ops/add.js';
@@ -70,6 +71,8 @@ export interface TrainOptions {
   resume?: string;
   /** Validation batches per epoch (all when absent). */
   valBatches?: number;
+  /** Images per forward pass at most (default: the whole batch when it fits the adapter). */
+  microBatch?: number;
   /** Stop (as on Ctrl-C: checkpoint and return) after this many steps of this session. */
   stopAfter?: number;
   adapter?: AdapterChoice;
@@ -151,16 +154,20 @@ export async function evaluateAt(
   const wasTraining = model.isTraining;
   model.train(false);
   const total = Math.min(loader.batchesPerEpoch, opts.maxBatches ?? Infinity);
+  const micro = microBatchSize(model, opts.size, opts.batch);
   const bar = new Progress(opts.label ?? 'eval ', total);
   try {
     for (let i = 0; i < total; i++) {
       const batch = await loader.next();
-      const logits = await engine.scopeAsync(async () => {
-        const x = engine.fromArray(batch.images, [batch.count, opts.size, opts.size, 3]);
-        const y = engine.noGrad(() => model.forward(x));
-        return y.toArray();
-      });
-      for (const acc of accs) acc.update(logits, batch.masks, batch.count);
+      for (let s = 0; s < batch.count; s += micro) {
+        const part = slice(batch, s, Math.min(micro, batch.count - s), opts.size);
+        const logits = await engine.scopeAsync(async () => {
+          const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
+          const y = engine.noGrad(() => model.forward(x));
+          return y.toArray();
+        });
+        for (const acc of accs) acc.update(logits, part.masks, part.count);
+      }
       bar.update(i + 1, {});
     }
   } finally {
@@ -168,6 +175,35 @@ export async function evaluateAt(
     model.train(wasTraining);
   }
   return accs.map((a) => a.result());
+}
+
+/**
+ * Images per forward pass such that the widest activation (a block's qkv or MLP hidden over its
+ * window-padded grid) fits one storage binding of this adapter. A batch larger than that runs as
+ * micro-batches with the same result (per-sample Dice and per-pixel BCE average the same way).
+ */
+export function microBatchSize(model: Segmenter, size: number, batch: number): number {
+  const trunk = model.image_encoder.cfg.trunk;
+  let side = size / trunk.patchStride;
+  let widest = size * size * 4; // the image itself and the full-size logits
+  for (const b of blockPlan(trunk)) {
+    const padded = b.windowSize > 0 ? Math.ceil(side / b.windowSize) * b.windowSize : side;
+    widest = Math.max(widest, padded * padded * 3 * b.dimOut);
+    if (b.qStride) side = Math.floor(side / b.qStride[0]);
+    widest = Math.max(widest, side * side * b.mlpHidden);
+  }
+  const limit = model.engine.gpu.limits.maxStorageBufferBindingSize;
+  return Math.max(1, Math.min(batch, Math.floor(limit / (widest * 4))));
+}
+
+/** Slices [start, start + n) of a batch's images and masks. */
+function slice(batch: Batch, start: number, n: number, size: number) {
+  const px = size * size;
+  return {
+    images: batch.images.subarray(start * px * 3, (start + n) * px * 3),
+    masks: batch.masks.subarray(start * px, (start + n) * px),
+    count: n,
+  };
 }
 
 function log(out: string, record: Record<string, unknown>): void {
@@ -255,6 +291,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     skipBad: opts.skipBad,
   });
   const stepsPerEpoch = Math.max(1, Math.floor(loader.batchesPerEpoch / opts.accum));
+  const micro = Math.min(opts.microBatch ?? Infinity, microBatchSize(model, opts.size, opts.batch));
+  if (micro < opts.batch) {
+    say(`batch ${opts.batch} runs as micro-batches of ${micro} (same result as one batch)` +
+      (micro < (opts.microBatch ?? Infinity) ? ': its widest activation exceeds this adapter\'s ' +
+        `${gpu.limits.maxStorageBufferBindingSize}-byte storage binding limit` : ''));
+  }
   const total = Math.min(opts.epochs * stepsPerEpoch, opts.maxSteps ?? Infinity);
   const rng = new Rng(segCfg.seed ^ 0x7a11ed);
   let step = 0;
@@ -339,16 +381,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       let stepLoss = 0;
       for (let a = 0; a < opts.accum; a++) {
         const batch = await loader.next();
-        model.reseedDropout(rng);
-        const loss = engine.scope(() => {
-          const x = engine.fromArray(batch.images, [batch.count, opts.size, opts.size, 3]);
-          const y = engine.fromArray(batch.masks, [batch.count, opts.size, opts.size, 1]);
-          const l = lossFn(opts.loss, model.forward(x), y);
-          return opts.accum > 1 ? scale(l, 1 / opts.accum) : l;
-        });
-        engine.backward(loss);
-        const value = (await loss.toArray())[0] * opts.accum;
-        loss.release();
+        let value = 0;
+        for (let s = 0; s < batch.count; s += micro) {
+          const part = slice(batch, s, Math.min(micro, batch.count - s), opts.size);
+          // Each micro-batch's mean loss weighs by its share of the batch (and of accumulation).
+          const weight = part.count / batch.count / opts.accum;
+          model.reseedDropout(rng);
+          const loss = engine.scope(() => {
+            const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
+            const y = engine.fromArray(part.masks, [part.count, opts.size, opts.size, 1]);
+            const l = lossFn(opts.loss, model.forward(x), y);
+            return weight !== 1 ? scale(l, weight) : l;
+          });
+          engine.backward(loss);
+          value += ((await loss.toArray())[0] / weight) * (part.count / batch.count);
+          loss.release();
+        }
         if (!Number.isFinite(value)) {
           throw new TrainingError(
             `loss became ${value} at step ${step} (batch ${batch.ids.join(', ')}); the last ` +
