@@ -7,7 +7,8 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { expect } from 'vitest';
 import { Engine, Tensor, numel } from '../src/autograd/tensor.js';
-import { getGpu } from '../src/gpu/runtime.js';
+import type { Kernel } from '../src/gpu/kernel.js';
+import { type Gpu, type RunArgs, getGpu } from '../src/gpu/runtime.js';
 import { Rng } from '../src/util/random.js';
 
 let engine: Engine | null = null;
@@ -230,4 +231,28 @@ export async function checkOp(c: OpCase): Promise<{ fwd: CompareResult; grads: C
     return { fwd, grads };
   });
   return out;
+}
+
+/**
+ * Tolerance for f32 sums over L unit-scale products: the rounding error is ~2e-8·sqrt(L) of
+ * max|want|, so 1e-6·sqrt(L) leaves a 50× margin.
+ */
+export function sumTol(L: number): Tol {
+  return { rtol: 1e-5, atol: 1e-6 * Math.sqrt(L) };
+}
+
+/** Records the kernels dispatched while fn runs (to check that skipped work is skipped). */
+export function spyRuns(gpu: Gpu, fn: () => void): { kernel: string; params: RunArgs['params'] }[] {
+  const calls: { kernel: string; params: RunArgs['params'] }[] = [];
+  const orig = gpu.run;
+  gpu.run = (k: Kernel, args: RunArgs) => {
+    calls.push({ kernel: k.name, params: args.params });
+    orig.call(gpu, k, args);
+  };
+  try {
+    fn();
+  } finally {
+    gpu.run = orig;
+  }
+  return calls;
 }

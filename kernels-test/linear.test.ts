@@ -1,33 +1,21 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Kernel } from '../src/gpu/kernel.js';
-import type { Gpu, RunArgs } from '../src/gpu/runtime.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { linear } from '../src/ops/linear.js';
-import { checkOp, expectClose, f32, randn, reportError, testEngine } from './helpers.js';
+import {
+  checkOp,
+  expectClose,
+  f32,
+  randn,
+  reportError,
+  spyRuns,
+  sumTol,
+  testEngine,
+} from './helpers.js';
 import { refLinear, refLinearBackward } from './ref/matmul.js';
 
 afterAll(() => closeGpu());
 
-/** f32 sums over L unit-normal products: ~2e-8 sqrt(L) of max|want|; 50x margin (see matmul). */
-function tolFor(L: number) {
-  return { rtol: 1e-5, atol: 1e-6 * Math.sqrt(L) };
-}
-
-/** Records the kernels dispatched while fn runs. */
-function spyRuns(gpu: Gpu, fn: () => void): { kernel: string; params: RunArgs['params'] }[] {
-  const calls: { kernel: string; params: RunArgs['params'] }[] = [];
-  const orig = gpu.run;
-  gpu.run = (k: Kernel, args: RunArgs) => {
-    calls.push({ kernel: k.name, params: args.params });
-    orig.call(gpu, k, args);
-  };
-  try {
-    fn();
-  } finally {
-    gpu.run = orig;
-  }
-  return calls;
-}
+const tolFor = sumTol;
 
 describe('linear', () => {
   it.each([

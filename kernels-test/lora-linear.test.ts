@@ -1,35 +1,22 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Kernel } from '../src/gpu/kernel.js';
-import type { Gpu, RunArgs } from '../src/gpu/runtime.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { loraLinear } from '../src/ops/lora-linear.js';
-import { checkOp, expectClose, f32, randn, reportError, testEngine } from './helpers.js';
+import {
+  checkOp,
+  expectClose,
+  f32,
+  randn,
+  reportError,
+  spyRuns,
+  sumTol,
+  testEngine,
+} from './helpers.js';
 import { type LoraDims, refDropoutMask, refLora, refLoraBackward } from './ref/matmul.js';
 
 afterAll(() => closeGpu());
 
-/**
- * f32 sums over L unit-scale products: ~2e-8 sqrt(L) of max|want|; 1e-6 sqrt(L) is a 50x margin.
- * The LoRA branch adds a second, rank-r sum of the same size class, so L is the longest sum.
- */
-function tolFor(L: number) {
-  return { rtol: 1e-5, atol: 1e-6 * Math.sqrt(L) };
-}
-
-function spyRuns(gpu: Gpu, fn: () => void): { kernel: string; params: RunArgs['params'] }[] {
-  const calls: { kernel: string; params: RunArgs['params'] }[] = [];
-  const orig = gpu.run;
-  gpu.run = (k: Kernel, args: RunArgs) => {
-    calls.push({ kernel: k.name, params: args.params });
-    orig.call(gpu, k, args);
-  };
-  try {
-    fn();
-  } finally {
-    gpu.run = orig;
-  }
-  return calls;
-}
+// The LoRA branch adds a second, rank-r sum: L is the longest sum of an output.
+const tolFor = sumTol;
 
 interface Case {
   x: number[];

@@ -2,20 +2,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { colsum, matmul as mmKernel } from '../src/kernels/matmul.js';
 import { matmul } from '../src/ops/matmul.js';
-import { checkOp, expectClose, f32, randn, reportError, testEngine } from './helpers.js';
+import { checkOp, expectClose, f32, randn, reportError, sumTol, testEngine } from './helpers.js';
 import { type MatmulDims, refMatmul, refMatmulBackward } from './ref/matmul.js';
 
 afterAll(() => closeGpu());
 
-/**
- * f32 sums of L products of unit-normal data: rounding error grows ~ eps * L (random-walk bound
- * sqrt(L) per term magnitude times sqrt(L) terms) against outputs of size ~3 sqrt(L), i.e. about
- * 2e-8 * sqrt(L) of max|want|; 1e-6 * sqrt(L) leaves a 50x margin. rtol 1e-5 covers the elements
- * near the maximum.
- */
-function tolFor(L: number) {
-  return { rtol: 1e-5, atol: 1e-6 * Math.sqrt(L) };
-}
+const tolFor = sumTol;
 
 interface Case {
   batch: number[];
