@@ -103,7 +103,10 @@ describe('training pipeline (nano model, synthetic cracks)', () => {
     const first = await train(options(part, { maxSteps: 6, epochs: 100, stopAfter: 3 }));
     expect(first.interrupted).toBe(true);
     expect(first.steps).toBe(3);
-    const second = await train(options(part, { maxSteps: 6, epochs: 100, resume: part }));
+    // As from the command line: its defaults differ, the run's own saved options must win.
+    const second = await train(
+      options(part, { maxSteps: 1000, lr: 5, headLr: 5, batch: 1, data: {}, resume: part }),
+    );
     expect(second.steps).toBe(6);
     expect(second.history.map((h) => h.loss)).toEqual(straight.history.map((h) => h.loss));
     const a = await loadAdapter(straight.lastDir);

@@ -160,7 +160,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
       const files = await predictFiles(model, [predictInput], {
         size: config.size,
         threshold: config.threshold,
-        // The synthetic training photos are 96 px wide at model size 64: predict at that scale.
+        // The synthetic training photos are 96 px wide: predict tiles at that scale.
         tile: 96,
         out: join(out, 'predict'),
       });

@@ -38,6 +38,8 @@ export interface TrainerState {
   history: { step: number; loss: number }[];
   epochs: { epoch: number; step: number; loss: number; valDice: number }[];
   optimizer: Omit<AdamWStateDict, 'm' | 'v'>;
+  /** The run's training options, restored on resume so it continues exactly. */
+  options?: Record<string, unknown>;
 }
 
 export interface CheckpointData {

@@ -93,6 +93,12 @@ export interface TrainResult {
 
 export class TrainingError extends Error {}
 
+/** What a resumed run takes from the run it continues. */
+const RESUMED_OPTIONS = [
+  'data', 'size', 'batch', 'epochs', 'maxSteps', 'lr', 'headLr', 'weightDecay', 'warmup', 'clip',
+  'accum', 'loss', 'augment', 'skipBad', 'microBatch', 'valBatches',
+] as const satisfies readonly (keyof TrainOptions)[];
+
 interface Split {
   train: Sample[];
   val: Sample[];
@@ -253,6 +259,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     resume = { ...state, adapter: tensors };
     segCfg = config.segmenter;
     checkpoint = config.baseCheckpoint;
+    // The run's own options (schedule, batch, size, data...) win over the command line's
+    // defaults, or the resumed run would not continue the same way.
+    const saved = state.trainer.options as Partial<TrainOptions> | undefined;
+    if (saved) {
+      const hasData = !!(opts.data.root || opts.data.images);
+      opts = { ...opts, ...saved, data: hasData ? opts.data : (saved.data ?? opts.data),
+        out: opts.out, resume: opts.resume, stopAfter: opts.stopAfter, quiet: opts.quiet,
+        adapter: opts.adapter, valBatches: opts.valBatches ?? saved.valBatches };
+    }
     say(`resuming from ${dir} at step ${state.trainer.step}`);
   }
 
@@ -355,6 +370,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         history,
         epochs,
         optimizer: rest,
+        options: {
+          ...Object.fromEntries(RESUMED_OPTIONS.map((k) => [k, opts[k]])),
+          // Absolute, so a resume from another working directory finds the data.
+          data: Object.fromEntries(Object.entries(opts.data).map(([k, v]) =>
+            [k, typeof v === 'string' && ['root', 'images', 'masks'].includes(k) ? resolve(v) : v])),
+        },
       },
     });
   };
