@@ -156,6 +156,28 @@ describe('training pipeline (nano model, synthetic cracks)', () => {
     await sharp({ create: { width: 64, height: 64, channels: 3, background: '#000' } })
       .png().toFile(join(bad, 'train', 'masks', 'zz_small.png'));
 
+    // Each bad pair alone: the error names the file(s) and the problem.
+    const only = async (keep: string, name: string) => {
+      const root = join(dir, `bad-${name}`);
+      await rm(root, { recursive: true, force: true });
+      for (const s of ['train', 'val']) {
+        for (const kind of ['images', 'masks']) {
+          mkdirSync(join(root, s, kind), { recursive: true });
+          for (const x of await openDataset({ root: bad, split: s })) {
+            if (x.id.startsWith('zz_') && x.id !== keep) continue;
+            const src = kind === 'images' ? x.image : x.mask;
+            await copyFile(src, join(root, s, kind, src.split('/').pop()!));
+          }
+        }
+      }
+      return train(options(join(dir, `badrun-${name}`), { data: { root }, maxSteps: 2 }));
+    };
+    await expect(only('zz_corrupt', 'corrupt')).rejects.toThrow(/zz_corrupt\.jpg/);
+    const mismatch = await only('zz_small', 'small').catch((e: Error) => e);
+    expect(String(mismatch)).toMatch(/zz_small\.(jpg|png)/);
+    expect(String(mismatch)).toMatch(/50x40/);
+    expect(String(mismatch)).toMatch(/64x64/);
+
     const o = options(join(dir, 'badrun'), { data: { root: bad }, maxSteps: 2 });
     await expect(train(o)).rejects.toThrow(/zz_corrupt\.jpg|zz_small/);
     const r = await train({ ...o, skipBad: true });

@@ -274,10 +274,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const split = await loadSplits(opts.data, segCfg.seed);
   let train = split.train;
   let val = split.val;
-  if (opts.skipBad) {
-    const t = await checkSamples(train, { skipBad: true });
-    const v = await checkSamples(val, { skipBad: true });
+  // Every pair's headers are checked before the first step (unreadable files, mask sizes), so a
+  // bad file stops the run now, not hours in; --skip-bad drops and counts them instead.
+  {
+    const t = await checkSamples(train, { skipBad: opts.skipBad });
+    const v = await checkSamples(val, { skipBad: opts.skipBad });
     for (const b of [...t.bad, ...v.bad]) say(`skipping ${b.file}: ${b.reason}`);
+    if (t.bad.length + v.bad.length > 0) say(`skipped ${t.bad.length + v.bad.length} bad samples`);
     train = t.good;
     val = v.good;
   }
