@@ -63,6 +63,10 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
   try {
     const info = gpu.info;
     log(`bench: ${info.description} (${info.backend})${info.cpuFallback ? ' [CPU fallback]' : ''}`);
+    if (info.cpuFallback && !quick) {
+      log('warning: the full bench is sized for GPUs and takes hours on a CPU rasterizer; ' +
+        'use --quick here');
+    }
     const engine = new Engine(gpu);
     const ceilings = await measureCeilings(gpu, quick, budget);
     log(`ceilings: ${ceilings.gflops.toFixed(1)} GFLOP/s FMA, ` +
