@@ -3,33 +3,39 @@
 #   npm ci && npm run build && bash ../shared/device/pack.sh
 # then call the device tool with carry [".device", "dist", "build"] and the command
 #   bash .device/run.sh bash scripts/gpu-session.sh
-# It writes under $OUT: info.json (the adapter), tests.log (every kernel test on the GPU),
-# bench.{json,md} (npm run bench), pytorch.json (the PyTorch eager fp32 peer on the same GPU),
-# summary.txt and errors.log (8 files: what the device tool brings back). Each part has its own
-# time budget (540 s in all, under one call's 600 s) so one slow part cannot eat the lease.
+# Under $OUT (6 files, within what the device tool brings back): summary.txt (card, driver,
+# date, `info --json`, test totals, the PyTorch peer's JSON), session.log (every log), quick/
+# and full/ (bench reports: the quick one first, so a report exists even if the full bench
+# runs out of time). Each part has its own time budget (540 s in all, under one call's 600 s).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-/tmp/gpu-session}
-mkdir -p "$out"
+mkdir -p "$out/quick" "$out/full"
+log="$out/session.log"
+sum="$out/summary.txt"
 t0=$(date +%s)
 {
   date -u +"date %Y-%m-%dT%H:%M:%SZ"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-} > "$out/summary.txt"
+  echo "--- sam2-lora info --json"
+  timeout 30 node bin/sam2-lora.js info --json 2>> "$log"
+} > "$sum"
 
-timeout 30 node bin/sam2-lora.js info --json > "$out/info.json" 2>> "$out/errors.log"
-echo "info rc=$?" >> "$out/summary.txt"
+echo "=== kernel tests on the GPU" >> "$log"
+timeout 150 npx vitest run >> "$log" 2>&1
+echo "tests rc=$? $(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E 'Tests +[0-9]' | tail -1)" >> "$sum"
 
-# Kernel correctness on the real adapter (the same tests CI runs on lavapipe).
-timeout 150 npx vitest run --reporter=dot > "$out/tests.log" 2>&1
-echo "tests rc=$? $(grep -E 'Tests +[0-9]' "$out/tests.log" | tail -1)" >> "$out/summary.txt"
+echo "=== bench --quick" >> "$log"
+timeout 60 node bin/sam2-lora.js bench --quick --out "$out/quick" >> "$log" 2>&1
+echo "bench quick rc=$?" >> "$sum"
 
-# Our benchmark: ceilings, kernels vs naive and TF.js, end to end.
-timeout 240 node bin/sam2-lora.js bench --out "$out" > "$out/bench.log" 2>&1
-echo "bench rc=$?" >> "$out/summary.txt"
+echo "=== bench (full)" >> "$log"
+timeout 200 node bin/sam2-lora.js bench --out "$out/full" >> "$log" 2>&1
+echo "bench full rc=$?" >> "$sum"
 
-# The PyTorch baseline on the same GPU.
-timeout 120 python3 bench/peer/pytorch_step.py --size 512 --batch 4 > "$out/pytorch.json" 2>> "$out/errors.log"
-echo "pytorch rc=$?" >> "$out/summary.txt"
-echo "total $(( $(date +%s) - t0 )) s" >> "$out/summary.txt"
-cat "$out/summary.txt"
+echo "=== PyTorch peer" >> "$log"
+echo "--- pytorch peer (eager fp32, 512 px, batch 4)" >> "$sum"
+timeout 100 python3 bench/peer/pytorch_step.py --size 512 --batch 4 >> "$sum" 2>> "$log"
+echo "pytorch rc=$?" >> "$sum"
+echo "total $(( $(date +%s) - t0 )) s" >> "$sum"
+cat "$sum"
