@@ -17,19 +17,9 @@ import type { HostStateDict } from '../src/nn/module.js';
 import { Rng } from '../src/util/random.js';
 import { expectClose, randn, reportError, SEED } from './helpers.js';
 import { hieraReference, randomEncoderWeights } from './ref/hiera.js';
+import { chwToHwc64, hwcToChw64 } from './ref/tensor64.js';
 
 afterAll(() => closeGpu());
-
-/** NHWC [h, w, c] → NCHW [c, h, w]. */
-function toChw(x: Float32Array, h: number, w: number, c: number): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let y = 0; y < h; y++) {
-    for (let xx = 0; xx < w; xx++) {
-      for (let k = 0; k < c; k++) out[k * h * w + y * w + xx] = x[(y * w + xx) * c + k];
-    }
-  }
-  return out;
-}
 
 describe('image encoder fidelity (tiny, random weights)', () => {
   it.each([64, 96, 128, 256])('matches the float64 reference at %i px', async (size) => {
@@ -46,10 +36,7 @@ describe('image encoder fidelity (tiny, random weights)', () => {
     enc.loadStateDict(sd, { source: 'random weights' });
     enc.requiresGrad(false);
     // The GPU takes NHWC images.
-    const nhwc = new Float32Array(input.length);
-    for (let c = 0; c < 3; c++) {
-      for (let i = 0; i < size * size; i++) nhwc[i * 3 + c] = input[c * size * size + i];
-    }
+    const nhwc = Float32Array.from(chwToHwc64(input, 3, size, size));
     await engine.scopeAsync(async () => {
       const x = engine.fromArray(nhwc, [1, size, size, 3]);
       const out = engine.noGrad(() => enc.forward(x));
@@ -57,7 +44,7 @@ describe('image encoder fidelity (tiny, random weights)', () => {
         const t = out.trunk[i];
         const [, h, w, c] = t.shape;
         expect([1, c, h, w]).toEqual(ref.shapes.trunk[i]);
-        const got = toChw(await t.toArray(), h, w, c);
+        const got = hwcToChw64(await t.toArray(), h, w, c);
         const r = expectClose(got, ref.trunk[i], { rtol: 1e-4, atol: 1e-4 }, `trunk.${i} @${size}`);
         reportError('encoder', `trunk.${i}`, `${size}px`, r);
       }
@@ -66,7 +53,7 @@ describe('image encoder fidelity (tiny, random weights)', () => {
         if (!t) throw new Error(`fpn.${i} not computed`);
         const [, h, w, c] = t.shape;
         expect([1, c, h, w]).toEqual(ref.shapes.fpn[i]);
-        const got = toChw(await t.toArray(), h, w, c);
+        const got = hwcToChw64(await t.toArray(), h, w, c);
         const r = expectClose(got, ref.fpn[i], { rtol: 1e-4, atol: 1e-4 }, `fpn.${i} @${size}`);
         reportError('encoder', `fpn.${i}`, `${size}px`, r);
       }

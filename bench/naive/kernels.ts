@@ -1,48 +1,17 @@
 /**
  * Launchers for the bench's own WGSL (bench/naive/*.wgsl): the naive peers of the tuned kernels
- * and the ceiling kernels. The families are built like src/gpu/kernel.ts's defineShader (uniform
- * structs generated from TS and prepended) but read their text from bench/naive/, so the bench
- * never touches shaders/.
+ * and the ceiling kernels, defined with src/gpu/kernel.ts's defineShader over bench/naive/, so the
+ * bench never touches shaders/.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../src/gpu/dawn.js';
-import type { Kernel, KernelDef, ShaderFamily, StructFields } from '../../src/gpu/kernel.js';
+import { type Kernel, defineShader } from '../../src/gpu/kernel.js';
 import type { Gpu } from '../../src/gpu/runtime.js';
 
 const WG = 256;
 export const NAIVE_DIR = join(PACKAGE_ROOT, 'bench', 'naive');
 
-/** defineShader for a file in bench/naive/; the family key is prefixed so it never collides. */
-export function benchShader(file: string, structs: Record<string, StructFields>): ShaderFamily {
-  let cached: string | undefined;
-  const family: ShaderFamily = {
-    file: `bench/${file}`,
-    structs,
-    source() {
-      if (cached === undefined) {
-        const decls = Object.entries(structs)
-          .map(([name, fields]) => {
-            const body = Object.entries(fields).map(([f, t]) => `  ${f}: ${t},`).join('\n');
-            return `struct ${name} {\n${body}\n}`;
-          })
-          .join('\n');
-        cached = `${decls}\n${readFileSync(join(NAIVE_DIR, `${file}.wgsl`), 'utf8')}`;
-      }
-      return cached;
-    },
-    kernel(def: KernelDef): Kernel {
-      const fields = structs[def.params];
-      if (!fields) {
-        throw new Error(`kernel ${def.name}: struct ${def.params} not declared in ${file}`);
-      }
-      return { ...def, family, fields: Object.entries(fields) };
-    },
-  };
-  return family;
-}
-
-const naive = benchShader('naive', {
+const naive = defineShader('naive', {
   NaiveMatmulParams: { M: 'u32', N: 'u32', K: 'u32' },
   NaiveConvParams: {
     B: 'u32', H: 'u32', W: 'u32', Cin: 'u32', Cout: 'u32', Ho: 'u32', Wo: 'u32', kh: 'u32',
@@ -51,7 +20,7 @@ const naive = benchShader('naive', {
   NaiveAttnParams: { N: 'u32', heads: 'u32', hd: 'u32', scale: 'f32' },
   NaiveRowsParams: { rows: 'u32', cols: 'u32' },
   NaiveLnParams: { rows: 'u32', C: 'u32', eps: 'f32' },
-});
+}, NAIVE_DIR);
 
 const k = (name: string, params: string, bindings: string[]): Kernel =>
   naive.kernel({ name: `naive.${name}`, entry: `naive_${name}`, params, bindings,
@@ -114,10 +83,10 @@ export function naiveLayerNorm(gpu: Gpu, x: GPUBuffer, w: GPUBuffer, b: GPUBuffe
   gpu.run(lnK, { buffers: [x, w, b, y], params: { rows, C, eps }, grid: gpu.grid(rows, WG) });
 }
 
-const ceiling = benchShader('ceiling', {
+const ceiling = defineShader('ceiling', {
   CeilFmaParams: { threads: 'u32', iters: 'u32', m: 'f32', c: 'f32' },
   CeilCopyParams: { n4: 'u32' },
-});
+}, NAIVE_DIR);
 
 const fmaK = ceiling.kernel({ name: 'ceiling.fma', entry: 'ceil_fma', params: 'CeilFmaParams',
   bindings: ['out'], overrides: { WG } });

@@ -2,18 +2,10 @@
  * Float64 references for conv2d (NHWC x, PyTorch weight [Cout, Cin, kh, kw], zero padding) and
  * max-pooling (kernel = stride = k, floor), forward and backward, written as plain loops.
  */
+import type { ConvDims } from '../../src/kernels/conv.js';
 
-export interface RefConvDims {
-  b: number;
-  h: number;
-  w: number;
-  cin: number;
-  cout: number;
-  kh: number;
-  kw: number;
-  stride: number;
-  pad: number;
-}
+/** The kernels' geometry record (a type only: the reference shares no code with them). */
+export type RefConvDims = ConvDims;
 
 export function refConvOut(d: RefConvDims): [number, number] {
   return [

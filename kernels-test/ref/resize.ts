@@ -3,6 +3,7 @@
  * mode is separable: an output coordinate reads a few input coordinates per axis with weights;
  * forward sums them, backward scatters the upstream gradient with the same weights.
  */
+import type { ResizeDims } from '../../src/kernels/resize.js';
 
 export type RefMode = 'nearest' | 'bilinear' | 'bicubic';
 
@@ -39,14 +40,8 @@ export function refTaps(mode: RefMode, o: number, nin: number, nout: number): Ta
   return w.map((wt, k) => [Math.min(Math.max(f - 1 + k, 0), nin - 1), wt]);
 }
 
-export interface RefResizeDims {
-  b: number;
-  h: number;
-  w: number;
-  c: number;
-  ho: number;
-  wo: number;
-}
+/** The kernels' geometry record (a type only: the reference shares no code with them). */
+export type RefResizeDims = ResizeDims;
 
 /** Calls fn(yIndex, xIndex, weight) for every (output, input tap) pair. */
 function forEachTap(

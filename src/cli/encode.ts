@@ -13,9 +13,16 @@ import { readEncoderWeights } from '../model/load.js';
 import { Rng } from '../util/random.js';
 import { UsageError, int } from './common.js';
 
+/** [h, w, c] ↔ [c, h, w] for one image (SAM2 writes NCHW; our activations are NHWC). */
 function nhwcToNchw(x: Float32Array, h: number, w: number, c: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let i = 0; i < h * w; i++) for (let k = 0; k < c; k++) out[k * h * w + i] = x[i * c + k];
+  return out;
+}
+
+function nchwToNhwc(x: Float32Array, c: number, h: number, w: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < h * w; i++) for (let k = 0; k < c; k++) out[i * c + k] = x[k * h * w + i];
   return out;
 }
 
@@ -49,8 +56,7 @@ export async function encodeCommand(o: {
   if (o.checkpoint) enc.loadStateDict(await readEncoderWeights(o.checkpoint), { source: o.checkpoint });
   else console.warn('no --checkpoint: random weights');
   enc.requiresGrad(false);
-  const nhwc = new Float32Array(nchw.length);
-  for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) nhwc[i * 3 + c] = nchw[c * size * size + i];
+  const nhwc = nchwToNhwc(nchw, 3, size, size);
   const outTensors: StateDict = new Map([['input', { shape: [1, 3, size, size], data: nchw }]]);
   await engine.scopeAsync(async () => {
     const x = engine.fromArray(nhwc, [1, size, size, 3]);

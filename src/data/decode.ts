@@ -11,6 +11,7 @@
  */
 import sharp from 'sharp';
 import type { Sample } from './dataset.js';
+import { resampleNearest } from './resample.js';
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
@@ -160,14 +161,7 @@ export function resizeNearest(
   dw: number,
   dh: number,
 ): Float32Array {
-  const out = new Float32Array(dw * dh);
-  const xs = new Int32Array(dw);
-  for (let x = 0; x < dw; x++) xs[x] = Math.min(sw - 1, Math.floor(((x + 0.5) * sw) / dw));
-  for (let y = 0; y < dh; y++) {
-    const sy = Math.min(sh - 1, Math.floor(((y + 0.5) * sh) / dh));
-    for (let x = 0; x < dw; x++) out[y * dw + x] = src[sy * sw + xs[x]];
-  }
-  return out;
+  return resampleNearest(src, sw, sh, 1, { x: 0, y: 0, w: sw, h: sh }, dw, dh);
 }
 
 /** Decodes a mask at its own resolution to 0/1 (grey level > threshold). */

@@ -5,7 +5,7 @@
  * keeps the uniform layout free of padding rules.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { PACKAGE_ROOT } from './dawn.js';
 
 export type Scalar = 'u32' | 'i32' | 'f32';
@@ -62,7 +62,15 @@ const WGSL_RESERVED = new Set(
     'yield').split(' '),
 );
 
-export function defineShader(file: string, structs: Record<string, StructFields>): ShaderFamily {
+/**
+ * A kernel family: `file`.wgsl in shaders/ (or in `dir`, e.g. the bench's own shaders; the
+ * family key then carries that folder so pipelines never collide).
+ */
+export function defineShader(
+  file: string,
+  structs: Record<string, StructFields>,
+  dir = SHADER_DIR,
+): ShaderFamily {
   for (const [struct, fields] of Object.entries(structs)) {
     for (const name of [struct, ...Object.keys(fields)]) {
       if (WGSL_RESERVED.has(name)) {
@@ -72,7 +80,7 @@ export function defineShader(file: string, structs: Record<string, StructFields>
   }
   let cached: string | undefined;
   const family: ShaderFamily = {
-    file,
+    file: dir === SHADER_DIR ? file : `${relative(PACKAGE_ROOT, dir)}/${file}`,
     structs,
     source() {
       if (cached === undefined) {
@@ -84,7 +92,7 @@ export function defineShader(file: string, structs: Record<string, StructFields>
             return `struct ${name} {\n${body}\n}`;
           })
           .join('\n');
-        cached = `${decls}\n${readFileSync(join(SHADER_DIR, `${file}.wgsl`), 'utf8')}`;
+        cached = `${decls}\n${readFileSync(join(dir, `${file}.wgsl`), 'utf8')}`;
       }
       return cached;
     },

@@ -356,8 +356,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let threshold = 0.5;
   let lastVal: SegMetrics | null = null;
 
+  const trainedNames = new Set(names);
+  const adapterTensors = () => model.stateDict((n) => trainedNames.has(n));
+  const saveBest = async () =>
+    saveCheckpoint(bestDir, {
+      adapter: await adapterTensors(),
+      config: adapterConfig(threshold, lastVal ?? undefined),
+    });
+
   const saveLast = async (epoch: number) => {
-    const adapter = await model.stateDict((n) => names.includes(n));
+    const adapter = await adapterTensors();
     const state = await optim.stateDict();
     const { m, v, ...rest } = state;
     await saveCheckpoint(lastDir, {
@@ -466,8 +474,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         await saveLast(epoch);
         if (valDice > bestDice) {
           bestDice = valDice;
-          const adapter = await model.stateDict((n) => names.includes(n));
-          await saveCheckpoint(bestDir, { adapter, config: adapterConfig(threshold, lastVal ?? undefined) });
+          await saveBest();
         }
         t0 = Date.now();
         imgs = 0;
@@ -488,8 +495,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     loader.close();
   }
   if (!existsSync(bestDir)) {
-    const adapter = await model.stateDict((n) => names.includes(n));
-    await saveCheckpoint(bestDir, { adapter, config: adapterConfig(threshold, lastVal ?? undefined) });
+    await saveBest();
   }
   await plotRun(out, history, epochs);
   const peak = gpu.pool.stats.peakLiveBytes / 2 ** 20;
