@@ -64,13 +64,33 @@ describe('attention', () => {
   it('picks tiles that fit the device', async () => {
     const e = await testEngine();
     const l = e.gpu.limits;
+    const kinds = ['fwd', 'q', 'kv'] as const;
+    for (const hd of [8, 12, 16, 96]) {
+      for (const w of kinds) {
+        const t = attentionTiles(e.gpu, w, hd);
+        // 16 threads per resident row; streamed blocks of 4..32 keys.
+        expect(t.BR * 16, `${w} hd ${hd}`).toBeLessThanOrEqual(l.maxComputeInvocationsPerWorkgroup);
+        expect([1, 2, 4, 8, 16], `${w} hd ${hd} BR`).toContain(t.BR);
+        expect([4, 8, 16, 32], `${w} hd ${hd} BC`).toContain(t.BC);
+      }
+    }
     console.log(
       `workgroup storage ${l.maxComputeWorkgroupStorageSize}, invocations ` +
         `${l.maxComputeInvocationsPerWorkgroup}; hd 96 tiles: ` +
-        (['fwd', 'q', 'kv'] as const)
-          .map((w) => `${w} ${JSON.stringify(attentionTiles(e.gpu, w, 96))}`)
-          .join(', '),
+        kinds.map((w) => `${w} ${JSON.stringify(attentionTiles(e.gpu, w, 96))}`).join(', '),
     );
+    // Other devices, by their limits alone. Forward at hd 96 (row stride 97) holds
+    // BR·97 + 2·BC·97 + BR·BC floats: 16x32 is 33088 bytes (fits 48 KiB), 16x16 is 19648 bytes
+    // and 16x8 12928 bytes (so 16 KiB gets 16x8).
+    const dev = (bytes: number, threads: number) =>
+      ({ limits: { maxComputeWorkgroupStorageSize: bytes, maxComputeInvocationsPerWorkgroup: threads } }) as
+        unknown as typeof e.gpu;
+    expect(attentionTiles(dev(49152, 256), 'fwd', 96)).toEqual({ BR: 16, BC: 32 });
+    expect(attentionTiles(dev(16384, 256), 'fwd', 96)).toEqual({ BR: 16, BC: 8 });
+    // 64 invocations hold 4 rows of 16 threads.
+    expect(attentionTiles(dev(49152, 64), 'fwd', 96).BR).toBe(4);
+    // 1 KiB cannot hold one row of 97 floats plus two key rows.
+    expect(() => attentionTiles(dev(1024, 256), 'fwd', 96)).toThrow(/head dim 96 does not fit 1024 bytes/);
   });
 
   it('window-sized, 1 head, hd 8, N 49 (ws 7)', () =>

@@ -134,7 +134,8 @@ function closeAtScale(got: ArrayLike<number>, want: Float64Array, rtol: number, 
   let top = 0;
   for (const w of want) top = Math.max(top, Math.abs(w));
   const scale = Math.max(top, floor);
-  const r = expectClose(got, want, { rtol, atol: (rtol * scale) / Math.max(top, 1e-30) }, label);
+  // An all-zero want leaves no scale to express the floor in: it must then be met exactly.
+  const r = expectClose(got, want, { rtol, atol: top > 0 ? (rtol * scale) / top : 0 }, label);
   return { ...r, maxRel: r.maxAbs / scale };
 }
 
@@ -186,7 +187,7 @@ async function train(e: Engine, v: Variant): Promise<Trained> {
   const first = compositeLossAndGrads(cfg, ref, x, target, 0).grads;
   const maxNorm = 0.5 * clipGradNorm64(trainable.map((n) => first[n]), Infinity);
 
-  const none: CompareResult = { maxAbs: 0, maxRel: 0, worstIndex: -1 };
+  const none: CompareResult = { maxAbs: 0, maxRel: 0, worstIndex: -1, used: 0 };
   const worst: Worst = { loss: none, norm: none, grad: none, param: none };
   const note = (k: keyof Worst, r: CompareResult) => {
     if (r.maxRel >= worst[k].maxRel) worst[k] = r;

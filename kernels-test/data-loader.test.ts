@@ -86,8 +86,14 @@ describe('BatchLoader', () => {
     const l = new BatchLoader(withBad, { batchSize: 4, size: 8, shuffle: false, skipBad: true });
     const [b] = await take(l, 1);
     expect(b.count).toBe(4);
+    // The bad slot holds a copy of the batch's first good sample, pixel for pixel.
+    expect(b.ids).toEqual([samples[0].id, samples[1].id, samples[2].id, samples[0].id]);
+    const px = 8 * 8;
+    expect(b.images.subarray(3 * px * 3)).toEqual(b.images.subarray(0, px * 3));
+    expect(b.masks.subarray(3 * px)).toEqual(b.masks.subarray(0, px));
     expect(l.badCount).toBe(1);
-    expect(l.bad[0].file).toBe(bad);
+    expect(l.bad.map((x) => [x.id, x.file])).toEqual([['corrupt', bad]]);
+    expect(l.bad[0].reason).toMatch(/unreadable image/);
     await take(l, 1);
     expect(l.badCount).toBe(1); // recorded once
     l.close();

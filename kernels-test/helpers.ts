@@ -5,7 +5,7 @@
  * forward (outputs NaN-poisoned) and backward on the GPU against the reference.
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
-import { expect } from 'vitest';
+import { beforeEach, expect } from 'vitest';
 import { Engine, Tensor, numel } from '../src/autograd/tensor.js';
 import type { Kernel } from '../src/gpu/kernel.js';
 import { type Gpu, type RunArgs, getGpu } from '../src/gpu/runtime.js';
@@ -25,6 +25,13 @@ export async function testEngine(): Promise<Engine> {
 export const SEED = process.env.SAM2_TEST_SEED
   ? Number(process.env.SAM2_TEST_SEED)
   : (Date.now() ^ (process.pid << 16)) >>> 0;
+
+// Every failure names the seed, whichever assertion failed (helpers' own errors name it too).
+beforeEach((ctx) => {
+  ctx.onTestFailed(() => {
+    console.error(`${ctx.task.name}: failed with test seed ${SEED} (replay: SAM2_TEST_SEED=${SEED})`);
+  });
+});
 
 /** The project's seeded generator (mulberry32) as a plain function. */
 export function rng(seed: number): () => number {
@@ -60,9 +67,12 @@ export function f32(x: ArrayLike<number>): Float64Array {
 }
 
 export interface Tol {
-  /** Relative tolerance against |want|. */
+  /** Relative part of the bound: a fraction of |want_i|. */
   rtol: number;
-  /** Absolute tolerance, scaled by max|want| (so it is a fraction of the output's magnitude). */
+  /**
+   * Absolute part of the bound, as a fraction of max|want| (the output's magnitude), so the
+   * bound applied to element i is |got_i - want_i| <= atol·max|want| + rtol·|want_i|.
+   */
   atol: number;
 }
 
@@ -71,11 +81,23 @@ export interface CompareResult {
   /** max|got - want| / max|want|: the figure quoted in issue notes. */
   maxRel: number;
   worstIndex: number;
+  /** max_i |got_i - want_i| / bound_i: the fraction of the bound used (<= 1 passes). */
+  used: number;
+}
+
+const fmt = (x: number) => x.toExponential(2);
+/** A tolerance as written in the test (1e-6, not 0.000001). */
+const num = (x: number) => (x > 0 && x < 1e-3 ? x.toExponential() : String(x));
+
+/** The bound as applied, in words and numbers, for logs and errors. */
+export function describeTol(tol: Tol, scale: number): string {
+  return `bound |got-want| <= atol ${num(tol.atol)}·max|want| (= ${fmt(tol.atol * scale)}) + rtol ${num(tol.rtol)}·|want|`;
 }
 
 /**
- * Element i passes when |got - want| <= atol * max|want| + rtol * |want|. NaN (an unwritten,
- * poisoned element) always fails.
+ * Element i passes when |got - want| <= atol·max|want| + rtol·|want_i|. A non-finite value on
+ * either side (an unwritten, NaN-poisoned output; a broken reference) fails with its index.
+ * Prints one line with the measured error and the bound applied.
  */
 export function expectClose(
   got: ArrayLike<number>,
@@ -83,45 +105,61 @@ export function expectClose(
   tol: Tol,
   label: string,
 ): CompareResult {
-  expect(got.length, `${label}: length`).toBe(want.length);
+  if (got.length !== want.length) {
+    throw new Error(`${label}: got ${got.length} elements, want ${want.length}; seed ${SEED}`);
+  }
+  if (!(tol.atol >= 0 && tol.rtol >= 0)) throw new Error(`${label}: bad tolerance ${JSON.stringify(tol)}`);
   let scale = 0;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  const floor = tol.atol * Math.max(scale, 1e-30);
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i];
+    if (!Number.isFinite(w)) {
+      throw new Error(`${label}: reference element ${i} is ${w} (a non-finite reference checks nothing); seed ${SEED}`);
+    }
+    scale = Math.max(scale, Math.abs(w));
+  }
+  const floor = tol.atol * scale;
   let maxAbs = 0;
   let worst = -1;
-  let worstRatio = 0;
+  let used = 0;
   for (let i = 0; i < want.length; i++) {
     const g = got[i];
     const w = want[i];
-    const d = Math.abs(g - w);
-    if (!Number.isFinite(g) && Number.isFinite(w)) {
-      throw new Error(`${label}: element ${i} is ${g} (want ${w}); seed ${SEED}`);
+    if (!Number.isFinite(g)) {
+      throw new Error(`${label}: output element ${i} is ${g} (want ${w}); seed ${SEED}`);
     }
-    const ratio = d / (floor + tol.rtol * Math.abs(w));
+    const d = Math.abs(g - w);
+    const bound = floor + tol.rtol * Math.abs(w);
+    const ratio = d === 0 ? 0 : d / bound; // d > 0 against a zero bound: Infinity, fails
     if (d > maxAbs) maxAbs = d;
-    if (ratio > worstRatio) {
-      worstRatio = ratio;
+    if (ratio > used || worst < 0) {
+      used = Math.max(used, ratio);
       worst = i;
     }
   }
-  const result = { maxAbs, maxRel: maxAbs / Math.max(scale, 1e-30), worstIndex: worst };
-  if (worstRatio > 1) {
+  const result: CompareResult = {
+    maxAbs,
+    maxRel: scale > 0 ? maxAbs / scale : maxAbs === 0 ? 0 : Infinity,
+    worstIndex: worst,
+    used,
+  };
+  const measured = `max abs ${fmt(maxAbs)}, max abs/max|want| ${fmt(result.maxRel)} (max|want| ${fmt(scale)})`;
+  if (!(used <= 1)) {
     throw new Error(
-      `${label}: element ${worst} got ${got[worst]} want ${want[worst]} ` +
-        `(max abs err ${maxAbs.toExponential(3)}, rel ${result.maxRel.toExponential(3)}, ` +
-        `tol rtol=${tol.rtol} atol=${tol.atol}); seed ${SEED}`,
+      `${label}: element ${worst} got ${got[worst]} want ${want[worst]}; ${measured}; ` +
+        `${describeTol(tol, scale)}; seed ${SEED}`,
     );
   }
+  console.log(`${label}: ${measured}; ${describeTol(tol, scale)}; uses ${(100 * used).toFixed(1)}% of it`);
   return result;
 }
 
-/** Appends a measured error to test-results/errors.jsonl (quoted in issue notes). */
+/** Appends a measured error to the SAM2_ERROR_REPORT file (jsonl, quoted in issue notes). */
 export function reportError(op: string, what: string, sizes: string, r: CompareResult): void {
   if (!process.env.SAM2_ERROR_REPORT) return;
   mkdirSync('test-results', { recursive: true });
   appendFileSync(
     process.env.SAM2_ERROR_REPORT,
-    `${JSON.stringify({ op, what, sizes, maxRel: r.maxRel, maxAbs: r.maxAbs })}\n`,
+    `${JSON.stringify({ op, what, sizes, maxRel: r.maxRel, maxAbs: r.maxAbs, used: r.used })}\n`,
   );
 }
 
@@ -143,15 +181,25 @@ export function checkRefBackward(
   const { samples = 24, h = 1e-6, tol = 1e-6 } = opts;
   const analytic = refBackward(inputs, gradOut);
   const r = nextRng();
+  let worst = 0;
   const dot = (y: Float64Array) => {
     let s = 0;
     for (let i = 0; i < y.length; i++) s += y[i] * gradOut[i];
     return s;
   };
+  let checked = 0;
   inputs.forEach((x, k) => {
     const a = analytic[k];
-    if (!a || opts.skip?.includes(k)) return;
-    expect(a.length, `${opts.label}: ref grad ${k} length`).toBe(x.length);
+    if (!a) return;
+    if (a.length !== x.length) {
+      throw new Error(`${opts.label}: reference grad of input ${k} has ${a.length} elements, input ${x.length}`);
+    }
+    const bad = a.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      throw new Error(`${opts.label}: reference grad of input ${k}[${bad}] is ${a[bad]}; seed ${SEED}`);
+    }
+    if (opts.skip?.includes(k)) return;
+    checked++;
     let scale = 0;
     for (const v of a) scale = Math.max(scale, Math.abs(v));
     const idx = x.length <= samples ? [...x.keys()] : Array.from({ length: samples }, () =>
@@ -163,16 +211,24 @@ export function checkRefBackward(
       x[i] = old - h;
       const fm = dot(ref(inputs));
       x[i] = old;
-      const num = (fp - fm) / (2 * h);
-      const err = Math.abs(num - a[i]) / (Math.max(scale, 1e-12) + Math.abs(a[i]));
+      const fd = (fp - fm) / (2 * h);
+      if (!Number.isFinite(fd)) {
+        throw new Error(`${opts.label}: finite difference of input ${k}[${i}] is ${fd}; seed ${SEED}`);
+      }
+      const err = Math.abs(fd - a[i]) / (Math.max(scale, 1e-12) + Math.abs(a[i]));
       if (!(err <= tol)) {
         throw new Error(
           `${opts.label}: reference grad of input ${k}[${i}] = ${a[i]}, finite difference ` +
-            `${num} (rel err ${err.toExponential(2)} > ${tol}); seed ${SEED}`,
+            `${fd} (rel err ${err.toExponential(2)} > ${tol}); seed ${SEED}`,
         );
       }
+      worst = Math.max(worst, err);
     }
   });
+  console.log(
+    `${opts.label}: reference backward vs central differences (h ${num(h)}) on ${checked} input(s): ` +
+      `max |fd-grad|/(max|grad|+|grad_i|) ${fmt(worst)}; bound ${num(tol)}`,
+  );
 }
 
 export interface OpCase {
@@ -219,8 +275,13 @@ export async function checkOp(c: OpCase): Promise<{ fwd: CompareResult; grads: C
       e.backward(y, e.fromArray(gy, y.shape));
       for (let i = 0; i < ts.length; i++) {
         const w = wantGrads[i];
-        if (!needGrad[i] || !w) continue;
         const gt = ts[i].grad;
+        if (!needGrad[i]) {
+          if (gt) throw new Error(`${c.label}: input ${i} needs no gradient but got one`);
+          continue;
+        }
+        // A gradient the reference does not give is a gradient nobody checks: an error.
+        if (!w) throw new Error(`${c.label}: reference backward gives no gradient for input ${i}`);
         if (!gt) throw new Error(`${c.label}: input ${i} got no gradient`);
         const r = expectClose(await gt.toArray(), w, c.gradTol ?? c.tol, `${c.label} backward input ${i}`);
         reportError(c.label, `grad input ${i}`, c.shapes.map((s) => s.join('x')).join(' '), r);

@@ -78,9 +78,10 @@ describe('checkpoints through the model', () => {
     expect(err).toBeInstanceOf(Error);
     const msg = (err as Error).message;
     expect(msg).toContain(pt);
-    expect(msg).toMatch(/missing keys: .*trunk\.blocks\.3\.attn\.qkv\.weight/);
-    expect(msg).toMatch(/unexpected keys: .*trunk\.blocks\.99\.attn\.qkv\.weight/);
-    expect(msg).toMatch(/trunk\.blocks\.0\.norm1\.weight: expected \[96\], got \[95\]/);
+    // Each fault named on its own line (the wording around the names may change).
+    expect(msg).toMatch(/^ .*missing.*: .*trunk\.blocks\.3\.attn\.qkv\.weight/m);
+    expect(msg).toMatch(/^ .*unexpected.*: .*trunk\.blocks\.99\.attn\.qkv\.weight/m);
+    expect(msg).toMatch(/trunk\.blocks\.0\.norm1\.weight\b.*(\[96\].*\[95\]|\[95\].*\[96\])/);
     model.parameters().forEach((p) => p.dispose());
   });
 
@@ -99,8 +100,9 @@ describe('checkpoints through the model', () => {
       engine.scopeAsync(async () => engine.noGrad(() => m.forward(engine.fromArray(x, [2, 64, 64, 3]))).toArray());
     const a = await run(lora.train(false));
     const b = await run(merged.train(false));
-    // The merged product x·(W + sBA)ᵀ reassociates the LoRA sum: f32 rounding, through 5 blocks.
-    expectClose(b, a, { rtol: 1e-4, atol: 1e-4 }, 'merged vs LoRA logits');
+    // The merged product x·(W + sBA)ᵀ reassociates the LoRA sum: f32 rounding, through 5 blocks
+    // (measured 8.7e-7 of max|logit|; 1e-5, was 1e-4).
+    expectClose(b, a, { rtol: 1e-5, atol: 1e-5 }, 'merged vs LoRA logits');
     const base = new Segmenter(engine, { ...cfg, mode: 'head' });
     const c = await run(base.train(false));
     let diff = 0;

@@ -3,6 +3,7 @@ import { getGpu, closeGpu, type Gpu } from '../src/gpu/runtime.js';
 import { add, addKernel } from '../src/kernels/elementwise.js';
 import { KernelError } from '../src/gpu/errors.js';
 import { sizeClass } from '../src/gpu/pool.js';
+import { nextRng } from './helpers.js';
 
 let gpu: Gpu;
 beforeAll(async () => {
@@ -18,17 +19,20 @@ describe('runtime', () => {
   it('adds with broadcast and writes every element', async () => {
     const n = 70_007; // 7 × 10001: not a multiple of the workgroup
     const nb = 7;
-    const a = Float32Array.from({ length: n }, () => Math.random() * 2 - 1);
-    const b = Float32Array.from({ length: nb }, () => Math.random() * 2 - 1);
+    const r = nextRng();
+    const a = Float32Array.from({ length: n }, () => r() * 2 - 1);
+    const b = Float32Array.from({ length: nb }, () => r() * 2 - 1);
     const ba = gpu.upload(a);
     const bb = gpu.upload(b);
     const out = gpu.upload(new Float32Array(n).fill(NaN));
     add(gpu, ba, bb, out, n, nb, -0.5);
     const got = await gpu.readF32(out, n);
-    for (let i = 0; i < n; i++) {
-      const want = a[i] + -0.5 * b[i % nb];
-      expect(Math.abs(got[i] - want)).toBeLessThanOrEqual(1e-6 * (1 + Math.abs(want)));
+    // a + alpha·b in f32 with alpha = -0.5 (exact scaling): one rounding, so exactly fround.
+    let wrong = -1;
+    for (let i = 0; i < n && wrong < 0; i++) {
+      if (got[i] !== Math.fround(a[i] + -0.5 * b[i % nb])) wrong = i;
     }
+    expect(wrong, `first element not equal to fround(a + alpha b) (NaN: unwritten)`).toBe(-1);
   });
 
   it('folds grids past 65535 workgroups', async () => {
@@ -108,10 +112,36 @@ describe('kernel specs', () => {
   });
 
   it('binds the requested size, not the pool size class', async () => {
-    // 1000 floats round up to a 4096-byte class; `add` must still see exactly 1000 elements.
+    // 1000 floats round up to a 4096-byte class; `add` must see exactly 1000 elements: it writes
+    // all of them, and the class's other 24 floats (poisoned) stay untouched even when the kernel
+    // is told to write past the end (robust access keeps stores inside the binding).
     const n = 1000;
-    const a = gpu.upload(new Float32Array(n).fill(1));
-    expect(a.size).toBeGreaterThan(n * 4);
-    expect(gpu.pool.requestedBytes(a)).toBe(n * 4);
+    const r = nextRng();
+    const a = Float32Array.from({ length: n }, () => r() * 2 - 1);
+    const ba = gpu.upload(a);
+    const one = gpu.upload(new Float32Array([1]));
+    expect(ba.size).toBe(4096);
+    expect(gpu.pool.requestedBytes(ba)).toBe(n * 4);
+    const out = gpu.alloc(n * 4);
+    expect(out.size).toBe(4096);
+    const cls = out.size / 4;
+    const POISON = -12345.5;
+    const check = async (what: string, head: boolean) => {
+      const got = await gpu.readF32(out, cls);
+      if (head) {
+        for (let i = 0; i < n; i++) {
+          if (got[i] !== Math.fround(a[i] + 1)) expect(got[i], `${what}: element ${i}`).toBe(Math.fround(a[i] + 1));
+        }
+      }
+      for (let i = n; i < cls; i++) {
+        if (got[i] !== POISON) expect(got[i], `${what}: pool byte past the request, float ${i}`).toBe(POISON);
+      }
+    };
+    gpu.write(out, new Float32Array(cls).fill(POISON));
+    add(gpu, ba, one, out, n, 1);
+    await check('n = 1000', true);
+    gpu.write(out, new Float32Array(cls).fill(POISON));
+    add(gpu, ba, one, out, cls, 1); // told 1024: the binding still ends at 1000
+    await check('n = 1024 past the binding', false);
   });
 });
