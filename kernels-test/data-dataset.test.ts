@@ -184,7 +184,10 @@ describe('loadPair', () => {
     expect(r.good.map((s) => s.id)).toEqual(['g1', 'g2', 'g3']);
     expect(r.bad.length).toBe(2);
     expect(r.bad.map((b) => b.id)).toEqual(['c1', 's1']);
+    expect(samples.length).toBe(5); // every pair is counted once: good or bad
     expect(r.bad[0].file).toMatch(/c1\.jpg$/);
+    expect(r.bad[0].reason).toMatch(/unreadable image/);
+    expect(r.bad[1].file).toMatch(/s1\.png$/);
     expect(r.bad[1].reason).toMatch(/mask is 5x6/);
     await expect(checkSamples(samples)).rejects.toThrow(/c1\.jpg/);
   });

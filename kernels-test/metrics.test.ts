@@ -35,13 +35,14 @@ describe('segmentation metrics', () => {
     expect(m.sweep).toBeUndefined();
   });
 
-  it('follows the zero-denominator conventions', () => {
+  it('follows the zero-denominator conventions (undefined is NaN, never 1)', () => {
+    // No crack in the targets: Dice, IoU and recall are undefined, whatever was predicted.
     const perfectEmpty = metricsFromCounts({ tp: 0, fp: 0, fn: 0, tn: 10 });
-    expect(perfectEmpty).toEqual({ dice: 1, iou: 1, precision: 1, recall: 1, accuracy: 1 });
+    expect(perfectEmpty).toEqual({ dice: NaN, iou: NaN, precision: NaN, recall: NaN, accuracy: 1 });
     const missed = metricsFromCounts({ tp: 0, fp: 0, fn: 3, tn: 7 });
-    expect([missed.dice, missed.iou, missed.precision, missed.recall]).toEqual([0, 0, 0, 0]);
+    expect([missed.dice, missed.iou, missed.precision, missed.recall]).toEqual([0, 0, NaN, 0]);
     const spurious = metricsFromCounts({ tp: 0, fp: 3, fn: 0, tn: 7 });
-    expect([spurious.dice, spurious.iou, spurious.precision, spurious.recall]).toEqual([0, 0, 0, 0]);
+    expect([spurious.dice, spurious.iou, spurious.precision, spurious.recall]).toEqual([NaN, NaN, 0, NaN]);
     // Per image: an empty image predicted empty scores 1 in the mean.
     const acc = new SegMetricsAccumulator();
     acc.update([0.1, 0.2, 0.9, 0.8], [0, 0, 1, 1], 2);
@@ -126,10 +127,18 @@ describe('segmentation metrics', () => {
     const t = formatTable(rows);
     const lines = t.split('\n');
     expect(lines[0]).toMatch(/model\s+Dice\s+IoU\s+Recall\s+Precision\s+Accuracy/);
-    expect(lines[2]).toMatch(/^zero-shot\s+0\.5000\s+0\.3333/);
-    expect(lines[3]).toMatch(/^lora\s+1\.0000\s+1\.0000/);
+    // zero-shot at 0.5: predicted [1,0,1,0] vs [1,0,0,1]: TP 1, FP 1, FN 1, TN 1, so Dice 2/4,
+    // IoU 1/3, recall 1/2, precision 1/2, accuracy 2/4; one image, so mean Dice/IoU the same.
+    // Best of the sweep (strict >): t 0.10 predicts [1,0,1,1], Dice 4/5 (0.05 gives 4/6).
+    // lora: [1,0,0,1] is all right at 0.5; the first threshold with Dice 1 is 0.20.
+    const row = (name: string, v: string[], best: string) =>
+      new RegExp(`^${name}\\s+${v.map((x) => x.replace('.', '\\.')).join('\\s+')}\\s+${best.replace(/[.()]/g, '\\$&')}$`);
+    expect(lines[2]).toMatch(row('zero-shot', ['0.5000', '0.3333', '0.5000', '0.5000', '0.5000', '0.5000', '0.3333'], '0.10 (0.8000)'));
+    expect(lines[3]).toMatch(row('lora', Array(7).fill('1.0000'), '0.20 (1.0000)'));
     const j = JSON.parse(metricsJson(rows));
     expect(j.lora.dice).toBe(1);
+    expect(j['zero-shot']).toMatchObject({ dice: 0.5, precision: 0.5, recall: 0.5, accuracy: 0.5 });
+    expect(j['zero-shot'].iou).toBeCloseTo(1 / 3, 6); // JSON keeps 6 decimals
     expect(j['zero-shot'].sweep.length).toBe(19);
   });
 });
@@ -146,12 +155,18 @@ describe('plot', () => {
     ];
     const opts = { title: 'Loss', xLabel: 'step', yLabel: 'loss', width: 400, height: 300 };
     const svg = curvesSvg(series, opts);
-    expect(svg).toContain('train &#60;loss&#62;');
+    // Title, axis labels and every series name in the legend (escaped).
+    for (const text of ['Loss', '>step<', '>loss<', 'train &#60;loss&#62;', '>val<', '>single<']) {
+      expect(svg, text).toContain(text);
+    }
     expect(svg).not.toContain('NaN');
     const path = join(tmp, 'curves.png');
     await renderCurves(path, series, { ...opts, logY: true });
     const meta = await sharp(path).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 400, 300]);
+    // No series at all still gives an image of the requested size (axes only).
     await renderCurves(join(tmp, 'empty.png'), [], opts);
+    const empty = await sharp(join(tmp, 'empty.png')).metadata();
+    expect([empty.format, empty.width, empty.height]).toEqual(['png', 400, 300]);
   });
 });

@@ -3,16 +3,20 @@
  * (`<root>/<split>/images`, `<root>/<split>/masks`) or an explicit pair of folders, matched by
  * file stem whatever the extensions (Kaggle masks are `.jpg`, other sets use `.png`).
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
+import { causeOf, folderProblem } from '../io/fs-errors.js';
 import { hash32 } from '../util/random.js';
+import type { MaskEncoding } from './mask-encoding.js';
 
 export interface Sample {
   /** File stem shared by the image and its mask. */
   id: string;
   image: string;
   mask: string;
+  /** How its dataset's masks encode crack (set by `checkSamples`; detected per file without it). */
+  maskEncoding?: MaskEncoding;
 }
 
 export interface DatasetOptions {
@@ -40,8 +44,12 @@ function isDir(p: string): boolean {
 
 /** Image files in `dir` keyed by stem; duplicate stems (a.jpg + a.png) are an error. */
 async function filesByStem(dir: string, what: string): Promise<Map<string, string>> {
-  if (!isDir(dir)) throw new DatasetError(`${what} folder not found: ${dir}`);
-  const names = (await readdir(dir)).filter(
+  const problem = folderProblem(dir);
+  if (problem) throw new DatasetError(`${what} folder ${problem}: ${dir}`);
+  const listed = await readdir(dir).catch((e) => {
+    throw new DatasetError(`${what} folder ${dir} cannot be listed: ${causeOf(e)}`);
+  });
+  const names = listed.filter(
     (n) => !n.startsWith('.') && IMAGE_EXTENSIONS.includes(extname(n).toLowerCase()),
   );
   if (names.length === 0) {
@@ -80,7 +88,8 @@ function resolveFolders(opts: DatasetOptions): { images: string; masks: string }
   }
   if (!opts.root) throw new DatasetError('no dataset given: pass a root (and split) or images+masks');
   const root = resolve(opts.root);
-  if (!isDir(root)) throw new DatasetError(`dataset root not found: ${root}`);
+  const problem = folderProblem(root);
+  if (problem) throw new DatasetError(`dataset root ${problem}: ${root}`);
   const base = opts.split ? join(root, opts.split) : root;
   if (opts.split && !isDir(base)) {
     throw new DatasetError(`split '${opts.split}' not found: ${base}`);
@@ -94,6 +103,14 @@ function resolveFolders(opts: DatasetOptions): { images: string; masks: string }
  */
 export async function openDataset(opts: DatasetOptions): Promise<Sample[]> {
   const dirs = resolveFolders(opts);
+  // Images read as their own masks would train on nonsense (and pair every file with itself).
+  if (isDir(dirs.images) && isDir(dirs.masks) &&
+    realpathSync(dirs.images) === realpathSync(dirs.masks)) {
+    throw new DatasetError(
+      `the images folder and the masks folder are the same folder (${realpathSync(dirs.images)}): ` +
+        'give the folder holding the masks with --masks',
+    );
+  }
   if (!isDir(dirs.images) && opts.root && !opts.split) {
     const splits = await listSplits(resolve(opts.root)).catch(() => []);
     throw new DatasetError(

@@ -5,12 +5,17 @@
  * aspect ratio (torchvision `Resize((s, s))`, bilinear with antialiasing, pixel centres aligned),
  * scaled to [0, 1] and normalised with the ImageNet mean/std. Here the resize is sharp's 'linear'
  * kernel, which is bilinear upsampling and an antialiased (support-widened) linear filter when
- * downsampling, as torchvision's antialias=True. The mask is binarised at > 127 at its own
- * resolution, then resized nearest-neighbour with pixel-centre mapping (torch 'nearest-exact').
+ * downsampling, as torchvision's antialias=True. The mask is binarised at its own resolution under
+ * its dataset's encoding (0/255, 0/1, palette, 16-bit...: see mask-encoding.ts), then resized
+ * nearest-neighbour with pixel-centre mapping (torch 'nearest-exact').
  * EXIF orientation is not applied (neither does PIL's Image.open), so image and mask stay aligned.
  */
 import sharp from 'sharp';
 import type { Sample } from './dataset.js';
+import {
+  type MaskEncoding, MaskEncodingError, type MaskProfile, binarize, encodingOf, profileMask, readMaskValues,
+  sampleIndices,
+} from './mask-encoding.js';
 import { resampleNearest } from './resample.js';
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
@@ -49,7 +54,10 @@ export interface LoadedPair {
 }
 
 export interface DecodeOptions {
-  /** Mask pixels strictly above this grey level are crack (default 127). */
+  /**
+   * Mask pixels strictly above this value are crack, whatever the encoding (an override; by
+   * default the sample's `maskEncoding`, or its own mask's profile, decides).
+   */
   maskThreshold?: number;
 }
 
@@ -164,24 +172,31 @@ export function resizeNearest(
   return resampleNearest(src, sw, sh, 1, { x: 0, y: 0, w: sw, h: sh }, dw, dh);
 }
 
-/** Decodes a mask at its own resolution to 0/1 (grey level > threshold). */
+/**
+ * Decodes a mask at its own resolution to 0/1 under `encoding` (its dataset's; without one, the
+ * mask's own values decide) or a fixed `threshold`. A mask that contradicts the encoding (a 0/1
+ * file among 0/255 ones) is a SampleError naming it, never an empty mask.
+ */
 export async function loadMask(
   file: string,
   id = file,
-  threshold = 127,
+  encoding?: MaskEncoding | number,
 ): Promise<{ mask: Uint8Array; width: number; height: number }> {
+  let m;
   try {
-    const { data, info } = await sharp(file)
-      .removeAlpha()
-      .greyscale()
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    const n = info.width * info.height;
-    const mask = new Uint8Array(n);
-    for (let i = 0; i < n; i++) mask[i] = data[i * info.channels] > threshold ? 1 : 0;
-    return { mask, width: info.width, height: info.height };
+    m = await readMaskValues(file);
   } catch (e) {
     throw new SampleError(id, file, `unreadable mask (${errText(e)})`);
+  }
+  if (typeof encoding === 'number') {
+    const mask = Uint8Array.from(m.values, (v) => (v > encoding ? 1 : 0));
+    return { mask, width: m.width, height: m.height };
+  }
+  try {
+    return { mask: binarize(file, m, encoding), width: m.width, height: m.height };
+  } catch (e) {
+    if (e instanceof MaskEncodingError) throw new SampleError(id, file, e.message.replace(`${file}: `, ''));
+    throw e;
   }
 }
 
@@ -198,7 +213,7 @@ export async function loadPair(
   const dims = await checkPair(sample);
   const [im, mk] = await Promise.all([
     loadImage(sample.image, size, sample.id),
-    loadMask(sample.mask, sample.id, opts.maskThreshold ?? 127),
+    loadMask(sample.mask, sample.id, opts.maskThreshold ?? sample.maskEncoding),
   ]);
   return {
     id: sample.id,
@@ -210,24 +225,52 @@ export async function loadPair(
 }
 
 /**
- * Header check of every pair (readable, mask size matches). With `skipBad` the bad ones are
- * returned with their reasons instead of throwing on the first.
+ * Header check of every pair (readable, mask size matches), then the masks' encoding detected from
+ * up to `maskSample` of them (evenly spread; default 128) and attached to every good sample, so
+ * decoding binarises them the same way. With `skipBad` the bad ones are returned with their
+ * reasons instead of throwing on the first. Masks that mix encodings throw a MaskEncodingError
+ * naming two files (with or without `skipBad`: the set itself needs fixing).
  */
 export async function checkSamples(
   samples: Sample[],
-  opts: { skipBad?: boolean; concurrency?: number } = {},
-): Promise<{ good: Sample[]; bad: BadSample[] }> {
-  const good: Sample[] = [];
+  opts: { skipBad?: boolean; concurrency?: number; maskSample?: number } = {},
+): Promise<{ good: Sample[]; bad: BadSample[]; maskEncoding?: MaskEncoding }> {
+  let good: Sample[] = [];
   const bad: BadSample[] = [];
   const conc = opts.concurrency ?? 16;
+  const settle = (r: PromiseSettledResult<unknown>): boolean => {
+    if (r.status === 'fulfilled') return true;
+    if (!opts.skipBad || !(r.reason instanceof SampleError)) throw r.reason;
+    bad.push(r.reason.toBad());
+    return false;
+  };
   for (let i = 0; i < samples.length; i += conc) {
     const chunk = samples.slice(i, i + conc);
     const res = await Promise.allSettled(chunk.map((s) => checkPair(s)));
     res.forEach((r, j) => {
-      if (r.status === 'fulfilled') return void good.push(chunk[j]);
-      if (!opts.skipBad || !(r.reason instanceof SampleError)) throw r.reason;
-      bad.push(r.reason.toBad());
+      if (settle(r)) good.push(chunk[j]);
     });
   }
-  return { good, bad };
+  if (good.length === 0) return { good, bad };
+  const picked = sampleIndices(good.length, opts.maskSample ?? 128).map((i) => good[i]);
+  const profiles: MaskProfile[] = [];
+  const dropped = new Set<Sample>();
+  for (let i = 0; i < picked.length; i += conc) {
+    const chunk = picked.slice(i, i + conc);
+    const res = await Promise.allSettled(chunk.map(async (s) => {
+      try {
+        return profileMask(s.mask, await readMaskValues(s.mask));
+      } catch (e) {
+        throw new SampleError(s.id, s.mask, `unreadable mask (${errText(e)})`);
+      }
+    }));
+    res.forEach((r, j) => {
+      if (r.status === 'fulfilled') profiles.push(r.value);
+      else if (!settle(r)) dropped.add(chunk[j]);
+    });
+  }
+  if (dropped.size) good = good.filter((s) => !dropped.has(s));
+  if (profiles.length === 0) return { good, bad };
+  const maskEncoding = encodingOf(profiles, good.length);
+  return { good: good.map((s) => ({ ...s, maskEncoding })), bad, maskEncoding };
 }

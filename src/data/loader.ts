@@ -32,6 +32,7 @@ export interface BatchLoaderOptions {
    * Run `checkSamples` first to drop the ones a header check catches.
    */
   skipBad?: boolean;
+  /** Fixed mask threshold, overriding the samples' detected encoding (see `checkSamples`). */
   maskThreshold?: number;
 }
 
@@ -71,8 +72,9 @@ export class BatchLoader {
   /** Samples that failed to load under `skipBad` (each recorded once). */
   readonly bad: BadSample[] = [];
   private readonly badIds = new Set<string>();
-  private readonly opts: Required<Omit<BatchLoaderOptions, 'augment'>> & {
+  private readonly opts: Required<Omit<BatchLoaderOptions, 'augment' | 'maskThreshold'>> & {
     augment: AugmentOptions | false;
+    maskThreshold?: number;
   };
   private orders = new Map<number, EpochOrder>();
   private epoch = 0;
@@ -95,7 +97,6 @@ export class BatchLoader {
         prefetch: 3,
         augment: false as AugmentOptions | false,
         skipBad: false,
-        maskThreshold: 127,
       },
       options,
     );

@@ -65,15 +65,59 @@ export function isCpuAdapter(info: GPUAdapterInfo): boolean {
   );
 }
 
+/** Where a forced choice came from, for messages. */
+function forcedText(choice: AdapterChoice): string {
+  const parts: string[] = [];
+  if (choice.backend) parts.push(`backend '${choice.backend}' (--backend or SAM2_LORA_BACKEND)`);
+  if (choice.adapter) parts.push(`adapter '${choice.adapter}' (--gpu-adapter/--adapter or SAM2_LORA_ADAPTER)`);
+  return parts.join(' and ');
+}
+
+/**
+ * The adapters Dawn can open here ("vulkan: NVIDIA ..."), from the list dawn.node prints when a
+ * named adapter is absent (it has no other way to enumerate them).
+ */
+export async function availableAdapters(): Promise<string[]> {
+  try {
+    const gpu = create([...dawnFlags({}), 'adapter=\u0001sam2-lora: list adapters']) as GPU;
+    const a = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    return a ? [`${a.info.description || a.info.device || 'an adapter'}`] : [];
+  } catch (e) {
+    return String((e as Error).message).split('\n')
+      .map((l) => /backend: '([^']*)', name: '([^']*)'/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => `${m[1]}: ${m[2]}`);
+  }
+}
+
+async function notFound(choice: AdapterChoice, detail?: string): Promise<NoAdapterError> {
+  const list = await availableAdapters();
+  return new NoAdapterError(
+    `no GPU adapter matches the forced ${forcedText(choice)}` +
+      (detail ? ` (${detail.split('\n')[0]})` : '') + '. ' +
+      (list.length ? `Adapters here: ${list.join('; ')}` : 'Dawn finds no adapter here at all') +
+      '. Backends: vulkan, metal, d3d12, d3d11, opengl, opengles, null.',
+  );
+}
+
 async function tryCreate(choice: AdapterChoice): Promise<{ gpu: GPU; adapter: GPUAdapter } | null> {
+  const forced = !!(choice.adapter || choice.backend);
   let gpu: GPU;
   try {
     gpu = create(dawnFlags(choice)) as GPU;
   } catch (e) {
-    // dawn.node throws (and lists adapters) when a named backend or adapter does not exist.
+    // dawn.node throws (and lists backends) when a named backend does not exist.
+    if (forced) throw await notFound(choice, (e as Error).message);
     throw new NoAdapterError((e as Error).message);
   }
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    // ... and rejects requestAdapter when a named adapter does not exist.
+    if (forced) throw await notFound(choice, (e as Error).message);
+    throw new NoAdapterError((e as Error).message);
+  }
   return adapter ? { gpu, adapter } : null;
 }
 
@@ -113,6 +157,9 @@ export async function openAdapter(choice: AdapterChoice = {}): Promise<OpenedAda
     };
   }
   const canLayer = process.platform === 'linux' && full.backend !== 'metal' && full.backend !== 'd3d12';
+  if (full.adapter || full.backend) {
+    if (!canLayer || layerAlready || full.noCpuFallback) throw await notFound(full);
+  }
   if (full.noCpuFallback || !canLayer || layerAlready) {
     throw new NoAdapterError(
       'Dawn offered no adapter. Install a Vulkan, Metal or D3D12 driver for your GPU, or on a ' +
@@ -127,6 +174,7 @@ export async function openAdapter(choice: AdapterChoice = {}): Promise<OpenedAda
   }
   enableCompatLayer();
   const second = await tryCreate(full);
+  if (!second && (full.adapter || full.backend)) throw await notFound(full);
   if (!second) {
     throw new NoAdapterError(
       'no GPU adapter, and none with the lavapipe compatibility layer either. Install ' +

@@ -6,6 +6,7 @@
 import { endianness } from 'node:os';
 import { open } from 'node:fs/promises';
 import { atomicWrite } from './atomic.js';
+import { fileError } from './fs-errors.js';
 import {
   DTYPE_BYTES, PyDict, PickleError, pickleStateDict, pyTypeName, unpickle,
   type DType, type PyValue, type StorageRef, type TensorRef,
@@ -68,9 +69,38 @@ export function tensorsOf(
       throw new CheckpointError(source,
         `state dict entry ${k} is a ${pyTypeName(v)}, not a tensor`);
     }
+    const problem = viewProblem(v as TensorRef);
+    if (problem) throw new CheckpointError(source, `tensor ${k}: ${problem}`);
     out.set(k.slice(prefix.length), v as TensorRef);
   }
   return out;
+}
+
+/**
+ * Why a tensor view cannot be materialised from its storage, or null. Reading a view allocates its
+ * element count, so a view must not claim more elements than its storage holds: no stride-0
+ * (broadcast) dimension and no overlap between dimensions (with strides sorted, each must step
+ * past everything the smaller ones reach, which every slice/transpose/permute view satisfies).
+ * With the storage checked against its file entry, memory stays bounded by the file's size.
+ */
+export function viewProblem(t: TensorRef): string | null {
+  const dims = t.shape
+    .map((size, d) => ({ size, stride: t.stride[d] }))
+    .filter((x) => x.size > 1);
+  const shapeText = `[${t.shape.join(', ')}] with strides [${t.stride.join(', ')}]`;
+  const zero = dims.find((x) => x.stride === 0);
+  if (zero) return `stride-0 view ${shapeText} repeats storage elements (refusing to expand it)`;
+  dims.sort((a, b) => a.stride - b.stride);
+  let reach = 0; // furthest offset the smaller-stride dimensions span
+  for (const x of dims) {
+    if (x.stride <= reach) return `overlapping view ${shapeText} reuses storage elements`;
+    reach += (x.size - 1) * x.stride;
+  }
+  const n = numelOf(t.shape);
+  if (n > t.storage.numel) {
+    return `view ${shapeText} claims ${n} elements from a storage of ${t.storage.numel}`;
+  }
+  return null;
 }
 
 /** Names, dtypes and shapes from a bare pickle (e.g. an extracted `archive/data.pkl`). */
@@ -127,7 +157,9 @@ async function openArchive(path: string, opts: ReadOptions): Promise<Archive> {
 }
 
 async function startsWithPickle(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
+  const fh = await open(path, 'r').catch((e) => {
+    throw fileError(path, e, 'a checkpoint file');
+  });
   try {
     const b = new Uint8Array(2);
     await fh.read(b, 0, 2, 0);
@@ -177,6 +209,18 @@ export async function readCheckpoint(path: string, opts: ReadOptions = {}): Prom
     for (const name of a.tensors.keys()) out.set(name, { shape: [], data: new Float32Array(0) });
     for (const [key, names] of users) {
       const s = a.tensors.get(names[0])!.storage;
+      // Each view fits its storage (tensorsOf), but many views of one storage would still
+      // multiply it: distinct views (identical ones share their data, as tied weights) may claim
+      // at most MAX_VIEWS_PER_STORAGE times its elements (a tensor, its transpose, slices...).
+      const distinct = new Set(names.map((n) => viewKey(a.tensors.get(n)!)));
+      let claimed = 0;
+      for (const v of distinct) claimed += numelOf(JSON.parse(v)[1] as number[]);
+      if (claimed > MAX_VIEWS_PER_STORAGE * s.numel) {
+        throw new CheckpointError(path, `tensors ${names.slice(0, 4).join(', ')}` +
+          `${names.length > 4 ? ` and ${names.length - 4} more` : ''} claim ${claimed} elements ` +
+          `from storage ${key} of ${s.numel} (at most ${MAX_VIEWS_PER_STORAGE}x): refusing to ` +
+          'expand so many views of one storage');
+      }
       const entry = storageEntry(a, s);
       const first = a.tensors.get(names[0])!;
       const whole = names.length === 1 && first.offset === 0 && numelOf(first.shape) === s.numel &&
@@ -195,9 +239,13 @@ export async function readCheckpoint(path: string, opts: ReadOptions = {}): Prom
       } catch (e) {
         throw new CheckpointError(path, `storage ${key}: ${(e as Error).message}`);
       }
+      const done = new Map<string, Float32Array>();
       for (const name of names) {
         const t = a.tensors.get(name)!;
-        out.set(name, { shape: t.shape, data: gather(all, t) });
+        const vk = viewKey(t);
+        const data = done.get(vk) ?? gather(all, t);
+        done.set(vk, data);
+        out.set(name, { shape: t.shape, data });
       }
     }
     return out;
@@ -205,6 +253,11 @@ export async function readCheckpoint(path: string, opts: ReadOptions = {}): Prom
     await a.zip.close();
   }
 }
+
+/** How many times its own size the distinct views of one storage may claim in all. */
+export const MAX_VIEWS_PER_STORAGE = 4;
+
+const viewKey = (t: TensorRef) => JSON.stringify([t.offset, t.shape, t.stride]);
 
 function isContiguous(shape: number[], stride: number[]): boolean {
   let s = 1;

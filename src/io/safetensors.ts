@@ -7,6 +7,7 @@
 import { open } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { atomicWrite } from './atomic.js';
+import { describeOpenError } from './fs-errors.js';
 import { halfToFloat, type StateDict, type TensorData } from './pt.js';
 
 export class SafetensorsError extends Error {
@@ -99,42 +100,70 @@ function parseHeader(
   return { entries, metadata };
 }
 
+type FileHandle = Awaited<ReturnType<typeof open>>;
+
+async function openFile(path: string): Promise<FileHandle> {
+  return open(path, 'r').catch((e: NodeJS.ErrnoException) => {
+    throw new SafetensorsError(path, describeOpenError(e, 'a safetensors file'));
+  });
+}
+
+/** Reads and validates the header (never the tensor bytes). */
+async function readHeader(fh: FileHandle, path: string) {
+  const st = await fh.stat();
+  if (st.isDirectory()) {
+    throw new SafetensorsError(path, 'cannot open it as a safetensors file: it is a folder');
+  }
+  const fileSize = st.size;
+  const readAt = async (pos: number, buf: Uint8Array) => {
+    let done = 0;
+    while (done < buf.byteLength) {
+      const { bytesRead } = await fh.read(buf, done, buf.byteLength - done, pos + done);
+      if (bytesRead === 0) throw new SafetensorsError(path, 'unexpected end of file');
+      done += bytesRead;
+    }
+  };
+  if (fileSize < 8) throw new SafetensorsError(path, 'too short to be safetensors');
+  const lenBuf = new Uint8Array(8);
+  await readAt(0, lenBuf);
+  const headerLen = new DataView(lenBuf.buffer).getBigUint64(0, true);
+  if (headerLen > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
+    throw new SafetensorsError(path,
+      `header length ${headerLen} exceeds the file or the 100 MB limit`);
+  }
+  const hb = new Uint8Array(Number(headerLen));
+  await readAt(8, hb);
+  if (hb[0] !== 0x7b) throw new SafetensorsError(path, 'header does not start with "{"');
+  let json: string;
+  try {
+    json = new TextDecoder('utf-8', { fatal: true }).decode(hb);
+  } catch {
+    throw new SafetensorsError(path, 'header is not valid UTF-8');
+  }
+  const dataStart = 8 + hb.byteLength;
+  return { ...parseHeader(json, fileSize - dataStart, path), dataStart, readAt };
+}
+
+/** Names, dtypes and shapes from the header alone (checked against the file size). */
+export async function listSafetensors(
+  path: string,
+): Promise<{ entries: { name: string; dtype: string; shape: number[] }[]; metadata: Record<string, string> }> {
+  const fh = await openFile(path);
+  try {
+    const { entries, metadata } = await readHeader(fh, path);
+    return { entries: entries.map(({ name, dtype, shape }) => ({ name, dtype, shape })), metadata };
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Reads every tensor as float32, in header order, plus the `__metadata__` strings. */
 export async function readSafetensors(
   path: string,
 ): Promise<{ tensors: StateDict; metadata: Record<string, string> }> {
-  const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
-    throw new SafetensorsError(path, `cannot open (${e.code ?? e.message})`);
-  });
+  const fh = await openFile(path);
   try {
-    const fileSize = (await fh.stat()).size;
-    const readAt = async (pos: number, buf: Uint8Array) => {
-      let done = 0;
-      while (done < buf.byteLength) {
-        const { bytesRead } = await fh.read(buf, done, buf.byteLength - done, pos + done);
-        if (bytesRead === 0) throw new SafetensorsError(path, 'unexpected end of file');
-        done += bytesRead;
-      }
-    };
-    if (fileSize < 8) throw new SafetensorsError(path, 'too short to be safetensors');
-    const lenBuf = new Uint8Array(8);
-    await readAt(0, lenBuf);
-    const headerLen = new DataView(lenBuf.buffer).getBigUint64(0, true);
-    if (headerLen > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
-      throw new SafetensorsError(path,
-        `header length ${headerLen} exceeds the file or the 100 MB limit`);
-    }
-    const hb = new Uint8Array(Number(headerLen));
-    await readAt(8, hb);
-    if (hb[0] !== 0x7b) throw new SafetensorsError(path, 'header does not start with "{"');
-    let json: string;
-    try {
-      json = new TextDecoder('utf-8', { fatal: true }).decode(hb);
-    } catch {
-      throw new SafetensorsError(path, 'header is not valid UTF-8');
-    }
-    const dataStart = 8 + hb.byteLength;
-    const { entries, metadata } = parseHeader(json, fileSize - dataStart, path);
+    const { entries, metadata, dataStart, readAt } = await readHeader(fh, path);
     const tensors: StateDict = new Map();
     const le = endianness() === 'LE';
     for (const e of entries) {

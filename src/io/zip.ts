@@ -5,6 +5,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
+import { describeOpenError } from './fs-errors.js';
 
 const SIG_LOCAL = 0x04034b50;
 const SIG_CENTRAL = 0x02014b50;
@@ -67,10 +68,15 @@ export class ZipReader {
 
   static async open(path: string): Promise<ZipReader> {
     const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
-      throw new ZipError(path, `cannot open (${e.code ?? e.message})`);
+      throw new ZipError(path, describeOpenError(e, 'a checkpoint (zip) file'));
     });
     try {
-      const size = (await fh.stat()).size;
+      const st = await fh.stat();
+      // open() succeeds on a folder; reading it would fail with a bare EISDIR.
+      if (st.isDirectory()) {
+        throw new ZipError(path, 'cannot open it as a checkpoint (zip) file: it is a folder');
+      }
+      const size = st.size;
       const { entries, cdOffset } = await readCentralDirectory(fh, size, path);
       return new ZipReader(path, fh, size, entries, cdOffset);
     } catch (e) {

@@ -92,10 +92,15 @@ export abstract class Module {
       }
     }
     for (const k of sd.keys()) if (!params.has(k)) unexpected.push(k);
+    // Counts and the first few names: a wrong file can mismatch hundreds of keys.
+    const few = (list: string[], sep = ', ') =>
+      list.slice(0, 8).join(sep) + (list.length > 8 ? `${sep}and ${list.length - 8} more` : '');
     const problems: string[] = [];
-    if (opts.strict !== false && missing.length) problems.push(`missing keys: ${missing.join(', ')}`);
-    if (unexpected.length) problems.push(`unexpected keys: ${unexpected.join(', ')}`);
-    if (misshaped.length) problems.push(`shape mismatch: ${misshaped.join('; ')}`);
+    if (opts.strict !== false && missing.length) {
+      problems.push(`${missing.length} missing keys: ${few(missing)}`);
+    }
+    if (unexpected.length) problems.push(`${unexpected.length} unexpected keys: ${few(unexpected)}`);
+    if (misshaped.length) problems.push(`${misshaped.length} shape mismatches: ${few(misshaped, '; ')}`);
     if (problems.length) {
       throw new Error(`${opts.source ?? 'state dict'}: ${problems.join('. ')}`);
     }

@@ -5,10 +5,14 @@
  * report the best-Dice threshold.
  *
  * Conventions: a pixel is predicted crack when prob > threshold (logit > logit(threshold)); the
- * target is crack when > 0.5. A ratio whose denominator is 0 is 1 when there is no error in it
- * and 0 otherwise: Dice = IoU = 1 for an empty prediction of an empty target; precision with
- * nothing predicted is 1 if the target is empty too, else 0; recall with an empty target is 1 if
- * nothing was predicted, else 0.
+ * target is crack when > 0.5.
+ * - Global (dataset) ratios are undefined, NaN, when their denominator is 0 (precision with nothing
+ *   predicted, recall with no crack in the targets), and Dice, IoU and recall are NaN whenever the
+ *   targets hold no crack pixel at all: a split without cracks cannot measure crack segmentation,
+ *   and must never score 1.0. Tables print NaN as "n/a", JSON as null.
+ * - Per image (the means), an image without crack scores Dice = IoU = 1 when nothing is predicted
+ *   and 0 otherwise (the usual per-image convention); the means are NaN when no image of the set
+ *   holds a crack pixel, for the same reason as above.
  */
 
 export interface Counts {
@@ -39,21 +43,35 @@ export interface SegMetrics extends RatioMetrics {
   sweep?: ({ threshold: number } & RatioMetrics)[];
 }
 
-/** 0/0 := 1 when nothing went wrong (`errors` = 0), else a plain ratio (0 if denominator is 0). */
+/** Per-image convention: 0/0 := 1 when nothing went wrong (`errors` = 0), else 0. */
 function ratio(num: number, den: number, errors: number): number {
   if (den === 0) return errors === 0 ? 1 : 0;
   return num / den;
 }
 
+/** A ratio that is undefined (NaN) when its denominator is 0. */
+const strict = (num: number, den: number) => (den === 0 ? NaN : num / den);
+
+/**
+ * Global metrics of pixel counts: NaN where undefined (no crack in the targets: Dice, IoU,
+ * recall; nothing predicted: precision).
+ */
 export function metricsFromCounts(c: Counts): RatioMetrics {
   const { tp, fp, fn, tn } = c;
+  const noCrack = tp + fn === 0;
   return {
-    dice: ratio(2 * tp, 2 * tp + fp + fn, fp + fn),
-    iou: ratio(tp, tp + fp + fn, fp + fn),
-    precision: ratio(tp, tp + fp, fn),
-    recall: ratio(tp, tp + fn, fp),
-    accuracy: ratio(tp + tn, tp + tn + fp + fn, fp + fn),
+    dice: noCrack ? NaN : strict(2 * tp, 2 * tp + fp + fn),
+    iou: noCrack ? NaN : strict(tp, tp + fp + fn),
+    precision: strict(tp, tp + fp),
+    recall: strict(tp, tp + fn),
+    accuracy: strict(tp + tn, tp + tn + fp + fn),
   };
+}
+
+/** Per-image Dice and IoU (convention above: an empty target predicted empty scores 1). */
+export function imageMetrics(c: Counts): { dice: number; iou: number } {
+  const { tp, fp, fn } = c;
+  return { dice: ratio(2 * tp, 2 * tp + fp + fn, fp + fn), iou: ratio(tp, tp + fp + fn, fp + fn) };
 }
 
 /** 0.05, 0.10, ..., 0.95. */
@@ -138,7 +156,7 @@ export class SegMetricsAccumulator {
         else neg[lo]++;
       }
       const c = countsAt(pos, neg, main);
-      const m = metricsFromCounts(c);
+      const m = imageMetrics(c);
       this.sumDice += m.dice;
       this.sumIoU += m.iou;
       this.images++;
@@ -156,10 +174,11 @@ export class SegMetricsAccumulator {
 
   result(): SegMetrics {
     const counts = this.countsAt(this.mainIndex);
+    const noCrack = counts.tp + counts.fn === 0;
     const out: SegMetrics = {
       ...metricsFromCounts(counts),
-      meanDice: ratio(this.sumDice, this.images, 0),
-      meanIoU: ratio(this.sumIoU, this.images, 0),
+      meanDice: noCrack ? NaN : strict(this.sumDice, this.images),
+      meanIoU: noCrack ? NaN : strict(this.sumIoU, this.images),
       threshold: this.threshold,
       images: this.images,
       pixels: counts.tp + counts.fp + counts.fn + counts.tn,
@@ -170,8 +189,11 @@ export class SegMetricsAccumulator {
         threshold,
         ...metricsFromCounts(this.countsAt(j)),
       }));
-      const best = out.sweep.reduce((a, b) => (b.dice > a.dice ? b : a));
-      out.best = { threshold: best.threshold, dice: best.dice, iou: best.iou };
+      // NaN never wins; with no defined Dice at all the best is undefined at the decision threshold.
+      const best = out.sweep.reduce((a, b) => (b.dice > a.dice || Number.isNaN(a.dice) ? b : a));
+      out.best = Number.isNaN(best.dice)
+        ? { threshold: this.threshold, dice: NaN, iou: NaN }
+        : { threshold: best.threshold, dice: best.dice, iou: best.iou };
     }
     return out;
   }
@@ -210,6 +232,11 @@ const COLUMNS: [keyof SegMetrics, string][] = [
  * Dice / IoU / Recall / Precision / Accuracy at the decision threshold, per-image means, and the
  * best sweep threshold when there is one.
  */
+/** A metric for a table: 4 decimals, or "n/a" when undefined. */
+export function fmtMetric(v: number, digits = 4): string {
+  return Number.isFinite(v) ? v.toFixed(digits) : 'n/a';
+}
+
 export function formatTable(results: { name: string; metrics: SegMetrics }[]): string {
   const nameW = Math.max(5, ...results.map((r) => r.name.length));
   const colW = 10;
@@ -220,19 +247,27 @@ export function formatTable(results: { name: string; metrics: SegMetrics }[]): s
     ...(withBest ? ['best thr (Dice)'.padStart(18)] : []),
   ].join(' ');
   const lines = [head, '-'.repeat(head.length)];
+  const empty = results.filter((r) => r.metrics.counts.tp + r.metrics.counts.fn === 0);
   for (const { name, metrics: m } of results) {
-    const cells = COLUMNS.map(([k]) => (m[k] as number).toFixed(4).padStart(colW));
-    const best = m.best ? `${m.best.threshold.toFixed(2)} (${m.best.dice.toFixed(4)})` : '-';
+    const cells = COLUMNS.map(([k]) => fmtMetric(m[k] as number).padStart(colW));
+    const best = m.best ? `${m.best.threshold.toFixed(2)} (${fmtMetric(m.best.dice)})` : '-';
     lines.push([name.padEnd(nameW), ...cells, ...(withBest ? [best.padStart(18)] : [])].join(' '));
+  }
+  for (const r of empty) {
+    lines.push(`n/a: ${r.name}: no crack pixel in any target mask, Dice/IoU/recall are undefined`);
   }
   return lines.join('\n');
 }
 
-/** JSON of named results (the sweep included), for `--json` and run records. */
+/** JSON of named results (the sweep included), for `--json` and run records; undefined is null. */
 export function metricsJson(results: { name: string; metrics: SegMetrics }[]): string {
   return JSON.stringify(
     Object.fromEntries(results.map((r) => [r.name, r.metrics])),
-    (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(6)) : v),
+    (_, v) => {
+      if (typeof v !== 'number') return v;
+      if (!Number.isFinite(v)) return null;
+      return Number.isInteger(v) ? v : Number(v.toFixed(6));
+    },
     2,
   );
 }
