@@ -14,6 +14,11 @@ export interface PeftLoraConfig {
   dropout: number;
   /** Module names LoRA wraps, e.g. `['qkv', 'proj']` or full paths. */
   targetModules: string[];
+  /**
+   * `base_model_name_or_path`: what the adapter was trained on (a Hub id such as
+   * `facebook/sam2.1-hiera-tiny`, or a checkpoint path); null for a random encoder.
+   */
+  baseModel?: string | null;
 }
 
 export interface PeftAdapter {
@@ -32,12 +37,16 @@ export class PeftError extends Error {
   }
 }
 
-/** PEFT's LoRA config with the fields its loader reads, for our adapter. */
+/**
+ * PEFT's LoraConfig fields (names and defaults as `LoraConfig` defines them), for our adapter:
+ * plain LoRA on nn.Linear (no DoRA/rsLoRA, no bias training), weights [out, in] (fan_in_fan_out
+ * false), no module saved whole (our head is not part of SAM2: it travels as head.safetensors).
+ */
 export function peftConfigJson(config: PeftLoraConfig): Record<string, unknown> {
   return {
     peft_type: 'LORA',
     task_type: null,
-    base_model_name_or_path: null,
+    base_model_name_or_path: config.baseModel ?? null,
     revision: null,
     inference_mode: true,
     r: config.r,
