@@ -485,5 +485,9 @@ export async function closeGpu(): Promise<void> {
   if (!shared) return;
   const g = await shared.catch(() => null);
   shared = null;
-  g?.close();
+  if (!g) return;
+  // Destroying a device whose queue Dawn is still initialising crashes lavapipe at exit (SIGSEGV /
+  // abort when a command fails right after opening the GPU): let the queue settle first.
+  await g.device.queue.onSubmittedWorkDone().catch(() => undefined);
+  g.close();
 }
