@@ -15,8 +15,10 @@ import { writeSyntheticDataset } from '../src/data/synthetic.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { modelFromAdapter } from '../src/cli/common.js';
 import { predictFiles } from '../src/predict/predict.js';
-import { loadAdapter } from '../src/train/checkpoint.js';
-import { type TrainOptions, evaluate, train } from '../src/train/trainer.js';
+import { findCheckpoint, loadAdapter } from '../src/train/checkpoint.js';
+import { LOCK_FILE } from '../src/train/run-dir.js';
+import { evaluate } from '../src/train/evaluate.js';
+import { type TrainOptions, train } from '../src/train/trainer.js';
 import { expectClose } from './helpers.js';
 
 let dir: string;
@@ -115,6 +117,94 @@ describe('training pipeline (nano model, synthetic cracks)', () => {
     for (const [k, t] of a.tensors) expect(b.tensors.get(k)?.data, k).toEqual(t.data);
   });
 
+  it('refuses to train into a folder that holds a run, naming it and --resume', async () => {
+    const out = join(dir, 'run');
+    await expect(train(options(out))).rejects.toThrow(
+      new RegExp(`${out} already holds a run .*--resume ${out}.*--force`),
+    );
+  });
+
+  it('resume: conflicting explicit options are listed; a larger --max-steps extends the run', async () => {
+    const part = join(dir, 'parted');
+    const resume = (over: Partial<TrainOptions>, explicit: [string, string][]) =>
+      train(options(part, { data: {}, resume: part, explicit: new Map(explicit), ...over }));
+    const err = await resume({ lr: 5, batch: 1, maxSteps: 3, segmenter: { ...options(part).segmenter, seed: 9 } },
+      [['lr', '--lr'], ['batch', '--batch'], ['maxSteps', '--max-steps'], ['segmenter.seed', '--seed'],
+        ['valBatches', '--val-batches']]).catch((e: Error) => e.message);
+    expect(err).toMatch(/these options differ from the run's own/);
+    expect(err).toContain("--lr 5 (the run's: 0.002)");
+    expect(err).toContain("--batch 1 (the run's: 2)");
+    expect(err).toContain("--max-steps 3 (the run's: 6; a resumed run can only grow)");
+    expect(err).toContain("--seed 9 (the run's: 5)");
+    expect(err).not.toContain('--val-batches');
+    // The same values given explicitly are no conflict; a larger --max-steps continues the run.
+    const r = await resume({ maxSteps: 8, lr: 2e-3 }, [['maxSteps', '--max-steps'], ['lr', '--lr']]);
+    expect(r.steps).toBe(8);
+    expect(r.history.map((h) => h.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
+
+  it('non-finite gradients (NaN, Inf) are skipped and logged, never applied; a run goes on', async () => {
+    const out = join(dir, 'poisoned');
+    const poison = new Map([[1, NaN], [2, Infinity]]);
+    let attempt = 0;
+    const r = await train(options(out, {
+      size: 32,
+      maxSteps: 3,
+      afterBackward: (_step, params) => {
+        const v = poison.get(attempt++);
+        if (v === undefined) return;
+        const [, p] = params[params.length - 1];
+        p.gpu.write(p.grad!.buffer, Float32Array.of(v));
+      },
+    }));
+    expect(r.steps).toBe(3);
+    expect(r.skippedSteps).toBe(2);
+    const log = readFileSync(join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const skips = log.filter((x) => x.type === 'skip');
+    expect(skips.map((x) => [x.step, x.reason])).toEqual([[2, 'gradient norm NaN'], [2, 'gradient norm Infinity']]);
+    expect(log.filter((x) => x.type === 'step').map((x) => x.step)).toEqual([1, 2, 3]);
+    for (const d of [r.lastDir, r.bestDir]) {
+      for (const [k, t] of (await loadAdapter(d)).tensors) expect(t.data.every(Number.isFinite), `${d} ${k}`).toBe(true);
+    }
+  });
+
+  it('several non-finite steps in a row stop the run: step, learning rates, last good checkpoint', async () => {
+    const out = join(dir, 'diverged');
+    // 8 train images at batch 2: epoch 1 ends (and last/ is saved) at step 4; poisoned after.
+    const err = await train(options(out, {
+      size: 32,
+      maxSteps: 8,
+      afterBackward: (step, params) => {
+        if (step < 4) return;
+        const [, p] = params[0];
+        p.gpu.write(p.grad!.buffer, Float32Array.of(Infinity));
+      },
+    })).catch((e: Error) => e.message);
+    expect(err).toMatch(new RegExp('training diverged at step 5: 3 steps in a row had a non-finite loss or ' +
+      'gradient .*learning rates [0-9.e+-]+, [0-9.e+-]+ \\(head, encoder\\).* last good checkpoint is ' +
+      `${join(out, 'last')} \\(step 4\\)`));
+    expect((await findCheckpoint(join(out, 'last')))?.found.manifest?.step).toBe(4);
+    // The lock is released on the error path too.
+    expect(existsSync(join(out, LOCK_FILE))).toBe(false);
+  });
+
+  it('a parameter turned non-finite stops the run before anything saves it', async () => {
+    const out = join(dir, 'bad-param');
+    const err = await train(options(out, {
+      size: 32,
+      maxSteps: 3,
+      afterBackward: (step, params) => {
+        if (step !== 1) return;
+        const [, p] = params[0];
+        // The gradient stays finite (the step is applied); the parameter is not.
+        p.gpu.write(p.buffer, Float32Array.of(NaN));
+      },
+    })).catch((e: Error) => e.message);
+    expect(err).toMatch(/training diverged at step 2: the parameters' L2 norm became NaN after step 2 .*last good checkpoint is none/);
+    // Nothing was saved: the folder this run created is gone.
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('micro-batches give the same step as one batch (no dropout)', async () => {
     const lora = { r: 4, alpha: 32, dropout: 0, targets: ['qkv', 'proj', 'mlp', 'block_proj'] as const };
     const base = options(join(dir, 'whole'), { maxSteps: 2 });
@@ -173,6 +263,8 @@ describe('training pipeline (nano model, synthetic cracks)', () => {
       return train(options(join(dir, `badrun-${name}`), { data: { root }, maxSteps: 2 }));
     };
     await expect(only('zz_corrupt', 'corrupt')).rejects.toThrow(/zz_corrupt\.jpg/);
+    // It failed before its first checkpoint: the folder it created is removed.
+    expect(existsSync(join(dir, 'badrun-corrupt'))).toBe(false);
     const mismatch = await only('zz_small', 'small').catch((e: Error) => e);
     expect(String(mismatch)).toMatch(/zz_small\.(jpg|png)/);
     expect(String(mismatch)).toMatch(/50x40/);

@@ -3,17 +3,22 @@
  *  - adapter.safetensors: what the mode trains (LoRA + head for `lora`), a few MB;
  *  - adapter.json: the model/adapter config needed to rebuild the model for eval/predict;
  *  - optimizer.safetensors + trainer.json (only in `last/`): AdamW moments, step, loader and RNG
- *    state, so `--resume` continues exactly.
- * A directory is written beside its final name and renamed into place, so Ctrl-C or a crash
- * leaves the previous checkpoint intact.
+ *    state, so `--resume` continues exactly;
+ *  - manifest.json, written last: every file's size and sha256, the step and (for best/) the
+ *    score. A directory whose manifest verifies is complete; anything else is not.
+ * A save writes `X.tmp-<pid>` fully (each file fsynced), then renames X → `X.old-<pid>`,
+ * tmp → X, and removes the old one. A kill at any instant leaves at least one complete
+ * checkpoint among X, X.old-*, X.tmp-*; recoverCheckpoint() puts the newest back in place.
  */
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { StateDict } from '../io/pt.js';
 import type { LoaderState } from '../data/loader.js';
 import type { SegmenterConfig } from '../model/segmenter.js';
+import { failpoint } from './failpoint.js';
 import type { AdamWStateDict } from './optim.js';
 
 export interface AdapterConfig {
@@ -49,16 +54,62 @@ export interface CheckpointData {
   trainer?: TrainerState;
 }
 
-/** Writes a checkpoint directory atomically (tmp dir, then rename over the old one). */
-export async function saveCheckpoint(dir: string, data: CheckpointData): Promise<void> {
+export const MANIFEST = 'manifest.json';
+
+/** What makes a checkpoint directory complete: written last, checked on every open. */
+export interface CheckpointManifest {
+  format: 'sam2-lora-checkpoint';
+  version: 1;
+  /** Optimizer steps the checkpoint holds. */
+  step: number;
+  /** Validation Dice this checkpoint was saved for (best/); null when it has none. */
+  score: number | null;
+  /** Milliseconds since the epoch: orders two checkpoints of the same step. */
+  savedAt: number;
+  files: { name: string; size: number; sha256: string }[];
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } catch {
+    // Directories cannot be fsynced on some platforms: the file fsyncs still order the data.
+  } finally {
+    await fh.close();
+  }
+}
+
+async function sha256(path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex');
+}
+
+/**
+ * Writes a checkpoint directory so that a kill at any instant leaves a complete one findable:
+ * tmp written and fsynced with its manifest last, then old → X.old-<pid>, tmp → X, old removed.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  data: CheckpointData,
+  meta: { step: number; score?: number | null } = { step: data.trainer?.step ?? 0 },
+): Promise<void> {
+  const target = basename(dir);
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
+  const files: string[] = [];
+  const done = async (name: string) => {
+    await fsyncPath(join(tmp, name));
+    files.push(name);
+    failpoint(target, 'write');
+  };
   await writeSafetensors(join(tmp, 'adapter.safetensors'), data.adapter, {
     format: 'sam2-lora-adapter',
     config: JSON.stringify(data.config),
   });
+  await done('adapter.safetensors');
   await writeFile(join(tmp, 'adapter.json'), `${JSON.stringify(data.config, null, 2)}\n`);
+  await done('adapter.json');
   if (data.optimizer && data.trainer) {
     const t: StateDict = new Map();
     const { state, names } = data.optimizer;
@@ -67,13 +118,149 @@ export async function saveCheckpoint(dir: string, data: CheckpointData): Promise
       t.set(`v.${n}`, { shape: [state.v[i].length], data: state.v[i] });
     });
     await writeSafetensors(join(tmp, 'optimizer.safetensors'), t);
+    await done('optimizer.safetensors');
     await writeFile(join(tmp, 'trainer.json'), `${JSON.stringify(data.trainer)}\n`);
+    await done('trainer.json');
   }
+  const manifest: CheckpointManifest = {
+    format: 'sam2-lora-checkpoint',
+    version: 1,
+    step: meta.step,
+    score: meta.score ?? null,
+    savedAt: Date.now(),
+    files: await Promise.all(files.map(async (name) => ({
+      name,
+      size: (await stat(join(tmp, name))).size,
+      sha256: await sha256(join(tmp, name)),
+    }))),
+  };
+  await writeFile(join(tmp, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+  await fsyncPath(join(tmp, MANIFEST));
+  await fsyncPath(tmp);
+  failpoint(target, 'manifest');
   await mkdir(dirname(dir), { recursive: true });
   const old = `${dir}.old-${process.pid}`;
-  if (existsSync(dir)) await rename(dir, old);
-  await rename(tmp, dir);
   await rm(old, { recursive: true, force: true });
+  if (existsSync(dir)) {
+    await rename(dir, old);
+    failpoint(target, 'rename-old');
+  }
+  await rename(tmp, dir);
+  await fsyncPath(dirname(dir));
+  failpoint(target, 'rename-new');
+  await rm(old, { recursive: true, force: true });
+  failpoint(target, 'remove-old');
+}
+
+/** A checkpoint directory that verified (or a pre-manifest one: `manifest` null). */
+export interface FoundCheckpoint {
+  path: string;
+  manifest: CheckpointManifest | null;
+}
+
+/** Why `dir` is not a complete checkpoint, or its manifest when it is. */
+export async function verifyCheckpoint(
+  dir: string,
+): Promise<{ manifest: CheckpointManifest } | { problem: string }> {
+  const mf = join(dir, MANIFEST);
+  if (!existsSync(mf)) return { problem: `${mf} missing (the save did not finish)` };
+  let manifest: CheckpointManifest;
+  try {
+    manifest = JSON.parse(await readFile(mf, 'utf8')) as CheckpointManifest;
+  } catch (e) {
+    return { problem: `${mf}: not valid JSON (${(e as Error).message})` };
+  }
+  if (manifest.format !== 'sam2-lora-checkpoint' || !Array.isArray(manifest.files) ||
+    !Number.isInteger(manifest.step)) {
+    return { problem: `${mf}: not a sam2-lora checkpoint manifest` };
+  }
+  for (const f of manifest.files) {
+    const path = join(dir, f.name);
+    if (!existsSync(path)) return { problem: `${path} missing` };
+    const size = (await stat(path)).size;
+    if (size !== f.size) return { problem: `${path}: ${size} bytes, the manifest says ${f.size}` };
+    if ((await sha256(path)) !== f.sha256) {
+      return { problem: `${path}: sha256 differs from the manifest (corrupt or edited)` };
+    }
+  }
+  return { manifest };
+}
+
+/** `dir` and its siblings a save leaves behind (`dir.old-*`, `dir.tmp-*`), those that exist. */
+function candidates(dir: string): string[] {
+  const parent = dirname(dir);
+  const base = basename(dir);
+  if (!existsSync(parent)) return [];
+  const side = readdirSync(parent)
+    .filter((n) => n.startsWith(`${base}.old-`) || n.startsWith(`${base}.tmp-`))
+    .map((n) => join(parent, n));
+  return [...(existsSync(dir) ? [dir] : []), ...side];
+}
+
+/**
+ * The newest complete checkpoint among `dir`, `dir.old-*`, `dir.tmp-*`, without changing
+ * anything; null when none of them exists, or only unfinished tmp folders of a first save.
+ * Throws, naming each folder and its problem, when some exist but none is complete. A `dir`
+ * without a manifest but with an adapter (written before manifests existed) counts, below any
+ * verified one.
+ */
+export async function findCheckpoint(
+  dir: string,
+): Promise<{ found: FoundCheckpoint; others: string[] } | null> {
+  const all = candidates(dir);
+  if (all.length === 0) return null;
+  const good: { path: string; manifest: CheckpointManifest }[] = [];
+  const problems: string[] = [];
+  for (const path of all) {
+    const v = await verifyCheckpoint(path);
+    if ('manifest' in v) good.push({ path, manifest: v.manifest });
+    else problems.push(v.problem);
+  }
+  good.sort((a, b) => b.manifest.step - a.manifest.step || b.manifest.savedAt - a.manifest.savedAt);
+  let found: FoundCheckpoint | undefined = good[0];
+  if (!found && existsSync(join(dir, 'adapter.safetensors')) && !existsSync(join(dir, MANIFEST))) {
+    found = { path: dir, manifest: null };
+  }
+  if (!found) {
+    // Only unfinished tmp folders of a first save: nothing complete ever existed, nothing is lost.
+    if (all.every((p) => basename(p).startsWith(`${basename(dir)}.tmp-`))) return null;
+    throw new Error(`no complete checkpoint for ${dir}:\n  ${problems.join('\n  ')}`);
+  }
+  return { found, others: all.filter((p) => p !== found.path) };
+}
+
+/**
+ * findCheckpoint(), then puts the newest complete checkpoint at `dir` and removes the others
+ * (older or incomplete leftovers of an interrupted save), saying what it did. Only for the
+ * process that holds the run's lock.
+ */
+export async function recoverCheckpoint(
+  dir: string,
+  say: (s: string) => void,
+): Promise<FoundCheckpoint | null> {
+  const r = await findCheckpoint(dir);
+  if (!r) {
+    for (const p of candidates(dir)) {
+      await rm(p, { recursive: true, force: true });
+      say(`removed ${p}: an unfinished first save`);
+    }
+    return null;
+  }
+  const { found, others } = r;
+  if (found.path !== dir) {
+    const stale = `${dir}.stale-${process.pid}`;
+    if (existsSync(dir)) await rename(dir, stale);
+    await rename(found.path, dir);
+    await fsyncPath(dirname(dir));
+    say(`recovered ${dir} from ${basename(found.path)} (step ${found.manifest?.step}): a save ` +
+      'was interrupted');
+    if (existsSync(stale)) others.push(stale);
+  }
+  for (const p of others.filter((o) => o !== dir)) {
+    await rm(p, { recursive: true, force: true });
+    say(`removed ${p}: left over from an interrupted save`);
+  }
+  return { path: dir, manifest: found.manifest };
 }
 
 /** Reads an adapter (a checkpoint directory or its adapter.safetensors). */
@@ -99,7 +286,34 @@ export async function loadResumeState(
 ): Promise<{ trainer: TrainerState; moments: StateDict }> {
   const tj = join(dir, 'trainer.json');
   if (!existsSync(tj)) throw new Error(`${dir}: no trainer.json, cannot resume from it`);
-  const trainer = JSON.parse(await readFile(tj, 'utf8')) as TrainerState;
-  const { tensors } = await readSafetensors(join(dir, 'optimizer.safetensors'));
-  return { trainer, moments: tensors };
+  let trainer: TrainerState;
+  try {
+    trainer = JSON.parse(await readFile(tj, 'utf8')) as TrainerState;
+  } catch (e) {
+    throw new Error(`${tj}: not valid JSON (${(e as Error).message}); cannot resume from it`);
+  }
+  const problem = trainerStateProblem(trainer);
+  if (problem) throw new Error(`${tj}: ${problem}; cannot resume from it`);
+  const of = join(dir, 'optimizer.safetensors');
+  if (!existsSync(of)) throw new Error(`${of}: missing, cannot resume from ${dir}`);
+  try {
+    const { tensors } = await readSafetensors(of);
+    return { trainer, moments: tensors };
+  } catch (e) {
+    const msg = (e as Error).message;
+    throw new Error(msg.includes(of) ? msg : `${of}: ${msg}`);
+  }
 }
+
+/** What is wrong with a parsed trainer.json, or null. */
+function trainerStateProblem(t: TrainerState): string | null {
+  if (typeof t !== 'object' || t === null) return 'not a JSON object';
+  if (!Number.isInteger(t.step) || t.step < 0) return `step is ${JSON.stringify(t.step)}, not a count`;
+  if (!Array.isArray(t.history)) return 'history is missing or not a list';
+  if (!Array.isArray(t.epochs)) return 'epochs is missing or not a list';
+  if (typeof t.loader !== 'object' || t.loader === null) return 'loader state is missing';
+  if (typeof t.rngState !== 'number') return 'rngState is missing';
+  if (typeof t.optimizer !== 'object' || t.optimizer === null) return 'optimizer state is missing';
+  return null;
+}
+

@@ -1,18 +1,20 @@
 /**
  * The training loop: data → model → fused loss → backward → clip → AdamW, with per-epoch
- * validation, atomic checkpoints (last + best), exact resume, a JSONL log and curve plots.
+ * validation, crash-safe checkpoints (last + best, see run-dir.ts), exact resume, a JSONL log and
+ * curve plots. A step whose loss, gradient norm or resulting parameters are not finite is never
+ * applied or saved; several in a row stop the run.
  */
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Engine, type Tensor } from '../autograd/tensor.js';
 import { type Sample, openDataset, splitTrainVal } from '../data/dataset.js';
-import { type Batch, BatchLoader } from '../data/loader.js';
+import { BatchLoader } from '../data/loader.js';
 import { checkSamples } from '../data/decode.js';
 import type { AdapterChoice } from '../gpu/dawn.js';
 import { GpuError } from '../gpu/errors.js';
 import { getGpu, type Gpu } from '../gpu/runtime.js';
 import type { StateDict } from '../io/pt.js';
-import { blockPlan } from '../model/config.js';
+import { globalNormAndCoef } from '../kernels/optim.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
 import { Segmenter, type SegmenterConfig } from '../model/segmenter.js';
 import { add } from '../ops/add.js';
@@ -21,15 +23,18 @@ import { bceWithLogits, diceLoss } from '../ops/loss.js';
 import { Rng } from '../util/random.js';
 import {
   type AdapterConfig,
+  type CheckpointData,
   type TrainerState,
+  findCheckpoint,
   loadAdapter,
   loadResumeState,
-  saveCheckpoint,
 } from './checkpoint.js';
-import { type SegMetrics, SegMetricsAccumulator } from './metrics.js';
+import { evaluate, microBatchSize, slice } from './evaluate.js';
+import type { SegMetrics } from './metrics.js';
 import { AdamW, clipGradNorm } from './optim.js';
 import { renderCurves } from './plot.js';
 import { Progress, time } from './progress.js';
+import { RunDir } from './run-dir.js';
 import { lrFactor } from './schedule.js';
 
 export type LossKind = 'dice' | 'bce' | 'bce+dice';
@@ -67,16 +72,30 @@ export interface TrainOptions {
   loss: LossKind;
   augment: boolean;
   skipBad: boolean;
-  /** Checkpoint directory (or run directory) to resume from. */
+  /** Run directory (or its last/ checkpoint) to resume from. */
   resume?: string;
+  /**
+   * Options the user gave explicitly (option path such as `lr` or `segmenter.lora.r` → the flag
+   * as written, for messages). On resume these must agree with the run's own options, except
+   * that epochs / maxSteps may grow; unlisted options silently take the run's values.
+   */
+  explicit?: ReadonlyMap<string, string>;
+  /** Replace a run the output folder already holds. */
+  force?: boolean;
+  /** Stop after this many non-finite steps in a row (default 3). */
+  maxBadSteps?: number;
   /** Validation batches per epoch (all when absent). */
   valBatches?: number;
   /** Images per forward pass at most (default: the whole batch when it fits the adapter). */
   microBatch?: number;
   /** Stop (as on Ctrl-C: checkpoint and return) after this many steps of this session. */
   stopAfter?: number;
+  /** Recorded in the log's start record (the CLI's embedded demo). */
+  demo?: boolean;
   adapter?: AdapterChoice;
   quiet?: boolean;
+  /** Tests only: runs after each step's backward, before the gradients are checked. */
+  afterBackward?: (step: number, params: readonly [string, Tensor][]) => void;
 }
 
 export interface TrainResult {
@@ -89,6 +108,10 @@ export interface TrainResult {
   val: SegMetrics | null;
   history: { step: number; loss: number }[];
   interrupted: boolean;
+  /** The signal that interrupted the run (null: it ended, or stopAfter stopped it). */
+  signal: 'SIGINT' | 'SIGTERM' | null;
+  /** Steps skipped in this session because a value was not finite. */
+  skippedSteps: number;
 }
 
 export class TrainingError extends Error {}
@@ -98,6 +121,184 @@ const RESUMED_OPTIONS = [
   'data', 'size', 'batch', 'epochs', 'maxSteps', 'lr', 'headLr', 'weightDecay', 'warmup', 'clip',
   'accum', 'loss', 'augment', 'skipBad', 'microBatch', 'valBatches',
 ] as const satisfies readonly (keyof TrainOptions)[];
+
+/** Options a resumed run may raise (extending it); lowering them is a conflict. */
+const GROWABLE = new Set(['epochs', 'maxSteps']);
+/** Options a resumed run may change freely: they do not change what is trained. */
+const FREE = new Set(['microBatch', 'valBatches']);
+
+/** Largest f32: clipping at it leaves gradients unchanged but still yields their norm. */
+const F32_MAX = 3.4028234663852886e38;
+
+// ---------------------------------------------------------------------------------------------
+// Resume: where the state is, and the options a resumed run keeps.
+
+/** What a run keeps when resumed: its training options, model config and base checkpoint. */
+interface RunOptions {
+  options: Partial<TrainOptions>;
+  segmenter: SegmenterConfig;
+  checkpoint: string | null;
+}
+
+interface Resumed {
+  /** The checkpoint directory read. */
+  dir: string;
+  trainer: TrainerState;
+  moments: StateDict;
+  adapter: StateDict;
+  config: AdapterConfig;
+}
+
+/**
+ * The run folder a --resume path names: the path itself, or its parent when it is a checkpoint
+ * directory (holds an adapter / manifest, or is a `last` lost in an interrupted save).
+ */
+export function resumeRunDir(resume: string): string {
+  const p = resolve(resume);
+  const isCkpt = ['adapter.safetensors', 'manifest.json', 'trainer.json'].some((f) => existsSync(join(p, f))) ||
+    (!existsSync(p) && basename(p) === 'last');
+  return isCkpt ? dirname(p) : p;
+}
+
+/** The options a run recorded in its log's start record (for a run with no checkpoint yet). */
+function startOptions(run: RunDir): RunOptions | null {
+  const log = join(run.path, 'log.jsonl');
+  if (!existsSync(log)) return null;
+  for (const line of readFileSync(log, 'utf8').split('\n')) {
+    try {
+      const r = JSON.parse(line);
+      if (r.type === 'start' && r.run) return r.run as RunOptions;
+    } catch {
+      // a line cut by a kill
+    }
+  }
+  return null;
+}
+
+/**
+ * The state to resume from and the run's own options. A run killed before its first complete
+ * checkpoint (in its first epoch or first save) has no state: it starts again from step 0 with
+ * the options its log recorded.
+ */
+async function openResume(
+  resume: string,
+  run: RunDir,
+  say: (s: string) => void,
+): Promise<{ state: Resumed | null; saved: RunOptions }> {
+  const runDir = resumeRunDir(resume);
+  const named = resolve(resume) === runDir ? join(runDir, 'last') : resolve(resume);
+  let dir: string;
+  if (runDir === run.path && named === run.lastDir) {
+    // Our own folder, locked: put the newest complete checkpoints in place first.
+    const { last } = await run.recover();
+    if (!last) {
+      const saved = startOptions(run);
+      if (!saved) throw new TrainingError(`${resume}: no checkpoint to resume from (${run.lastDir} missing)`);
+      say(`${run.path}: no complete checkpoint yet (stopped in its first epoch): starting it again ` +
+        'from step 0 with its own options');
+      return { state: null, saved };
+    }
+    dir = last.path;
+  } else {
+    // Another folder: read its newest complete checkpoint, change nothing there.
+    const found = await findCheckpoint(named);
+    if (!found) throw new TrainingError(`${resume}: no checkpoint to resume from (${named} missing)`);
+    dir = found.found.path;
+  }
+  const { tensors, config } = await loadAdapter(dir);
+  const state = await loadResumeState(dir);
+  say(`resuming from ${dir} at step ${state.trainer.step}`);
+  return {
+    state: { dir, ...state, adapter: tensors, config },
+    saved: {
+      options: (state.trainer.options ?? {}) as Partial<TrainOptions>,
+      segmenter: config.segmenter,
+      checkpoint: config.baseCheckpoint,
+    },
+  };
+}
+
+/** What a run records of its options (checkpoints and the log's start record). */
+function runOptions(opts: TrainOptions): RunOptions {
+  return {
+    options: {
+      ...Object.fromEntries(RESUMED_OPTIONS.map((k) => [k, opts[k]])),
+      // Absolute, so a resume from another working directory finds the data.
+      data: Object.fromEntries(Object.entries(opts.data).map(([k, v]) =>
+        [k, typeof v === 'string' && ['root', 'images', 'masks'].includes(k) ? resolve(v) : v])),
+    },
+    segmenter: opts.segmenter,
+    checkpoint: opts.checkpoint,
+  };
+}
+
+function pathValue(o: unknown, path: string): unknown {
+  return path.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], o);
+}
+
+function setPath(o: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let at = o;
+  for (const k of keys.slice(0, -1)) {
+    at[k] = { ...(at[k] as Record<string, unknown>) };
+    at = at[k] as Record<string, unknown>;
+  }
+  at[keys[keys.length - 1]] = value;
+}
+
+function sameValue(path: string, a: unknown, b: unknown): boolean {
+  if (typeof a === 'string' && typeof b === 'string' && /^(data\.(root|images|masks)|checkpoint)$/.test(path)) {
+    return resolve(a) === resolve(b);
+  }
+  if (Array.isArray(a) && Array.isArray(b)) return [...a].sort().join() === [...b].sort().join();
+  return a === b || (a == null && b == null);
+}
+
+const show = (v: unknown) => (v === undefined || v === null ? 'none' : Array.isArray(v) ? v.join(',') : String(v));
+
+/**
+ * The options a resumed run continues with: the run's own (saved schedule, data, model) over
+ * the caller's, except explicit ones that may change (epochs / maxSteps upwards, micro-batch,
+ * validation batches). Any other explicit option that differs is an error listing them all.
+ */
+function mergeResumed(opts: TrainOptions, run: RunOptions, say: (s: string) => void): TrainOptions {
+  // Checkpoints from before options were saved have none: then the caller's options stand.
+  const saved = Object.keys(run.options).length ? run.options : undefined;
+  const runs: Record<string, unknown> = { ...run.options, segmenter: run.segmenter, checkpoint: run.checkpoint };
+  const merged: Record<string, unknown> = { ...opts, segmenter: run.segmenter, checkpoint: run.checkpoint };
+  if (saved) for (const k of RESUMED_OPTIONS) merged[k] = saved[k];
+  const conflicts: string[] = [];
+  for (const [path, flag] of opts.explicit ?? []) {
+    const mine = pathValue(opts, path);
+    const theirs = pathValue(runs, path);
+    if (!saved && !path.startsWith('segmenter.') && path !== 'checkpoint') {
+      merged[path.split('.')[0]] = (opts as unknown as Record<string, unknown>)[path.split('.')[0]];
+    } else if (GROWABLE.has(path)) {
+      if ((mine as number) >= ((theirs as number | undefined) ?? Infinity)) setPath(merged, path, mine);
+      else conflicts.push(`${flag} ${show(mine)} (the run's: ${show(theirs)}; a resumed run can only grow)`);
+    } else if (FREE.has(path)) {
+      setPath(merged, path, mine);
+    } else if ((path.startsWith('data.') || path === 'checkpoint') && typeof theirs === 'string' &&
+      !existsSync(theirs)) {
+      say(`${flag} ${show(mine)}: the run's own ${theirs} no longer exists, using ${show(mine)}`);
+      setPath(merged, path, mine);
+    } else if (!sameValue(path, mine, theirs)) {
+      conflicts.push(`${flag} ${show(mine)} (the run's: ${show(theirs)})`);
+    }
+  }
+  if (conflicts.length) {
+    throw new TrainingError(
+      `--resume ${opts.resume}: ${conflicts.length === 1 ? 'this option differs' : 'these options differ'} ` +
+        `from the run's own, which a resumed run keeps (only --epochs / --max-steps may grow):\n  ` +
+        `${conflicts.join('\n  ')}\nDrop ${conflicts.length === 1 ? 'it' : 'them'}, or start a new run ` +
+        'with another --out.',
+    );
+  }
+  return merged as unknown as TrainOptions;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data.
 
 interface Split {
   train: Sample[];
@@ -118,102 +319,27 @@ async function loadSplits(d: DataOptions, seed: number): Promise<Split> {
   return splitTrainVal(train, d.valFraction ?? 0.1, seed);
 }
 
+/**
+ * The splits with every pair's headers checked before the first step (unreadable files, mask
+ * sizes), so a bad file stops the run now, not hours in; --skip-bad drops and counts them.
+ */
+async function checkedData(opts: TrainOptions, seed: number, say: (s: string) => void): Promise<Split> {
+  const split = await loadSplits(opts.data, seed);
+  const t = await checkSamples(split.train, { skipBad: opts.skipBad });
+  const v = await checkSamples(split.val, { skipBad: opts.skipBad });
+  for (const b of [...t.bad, ...v.bad]) say(`skipping ${b.file}: ${b.reason}`);
+  if (t.bad.length + v.bad.length > 0) say(`skipped ${t.bad.length + v.bad.length} bad samples`);
+  say(`data: ${t.good.length} train, ${v.good.length} val images`);
+  return { train: t.good, val: v.good };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model and optimizer.
+
 function lossFn(kind: LossKind, logits: Tensor, target: Tensor): Tensor {
   if (kind === 'dice') return diceLoss(logits, target);
   if (kind === 'bce') return bceWithLogits(logits, target);
   return add(bceWithLogits(logits, target), diceLoss(logits, target));
-}
-
-export interface EvalOptions {
-  size: number;
-  batch: number;
-  maxBatches?: number;
-  skipBad?: boolean;
-  label?: string;
-}
-
-/** Validation / test metrics of a model over samples at threshold 0.5 (with a sweep). */
-export async function evaluate(model: Segmenter, samples: Sample[], opts: EvalOptions): Promise<SegMetrics> {
-  return (await evaluateAt(model, samples, [0.5], opts))[0];
-}
-
-/**
- * Metrics at each decision threshold (e.g. 0.5 and the one chosen on validation), from one pass
- * of the model: no tape, logits read back per batch.
- */
-export async function evaluateAt(
-  model: Segmenter,
-  samples: Sample[],
-  thresholds: number[],
-  opts: EvalOptions,
-): Promise<SegMetrics[]> {
-  const engine = model.engine;
-  const loader = new BatchLoader(samples, {
-    batchSize: opts.batch,
-    size: opts.size,
-    shuffle: false,
-    dropLast: false,
-    augment: false,
-    skipBad: opts.skipBad,
-  });
-  const accs = thresholds.map((threshold) => new SegMetricsAccumulator({ logits: true, threshold }));
-  const wasTraining = model.isTraining;
-  model.train(false);
-  const total = Math.min(loader.batchesPerEpoch, opts.maxBatches ?? Infinity);
-  const micro = microBatchSize(model, opts.size, opts.batch);
-  const bar = new Progress(opts.label ?? 'eval ', total);
-  try {
-    for (let i = 0; i < total; i++) {
-      const batch = await loader.next();
-      for (let s = 0; s < batch.count; s += micro) {
-        const part = slice(batch, s, Math.min(micro, batch.count - s), opts.size);
-        const logits = await engine.scopeAsync(async () => {
-          const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
-          const y = engine.noGrad(() => model.forward(x));
-          return y.toArray();
-        });
-        for (const acc of accs) acc.update(logits, part.masks, part.count);
-      }
-      bar.update(i + 1, {});
-    }
-  } finally {
-    loader.close();
-    model.train(wasTraining);
-  }
-  return accs.map((a) => a.result());
-}
-
-/**
- * Images per forward pass such that the widest activation (a block's qkv or MLP hidden over its
- * window-padded grid) fits one storage binding of this adapter. A batch larger than that runs as
- * micro-batches with the same result (per-sample Dice and per-pixel BCE average the same way).
- */
-export function microBatchSize(model: Segmenter, size: number, batch: number): number {
-  const trunk = model.image_encoder.cfg.trunk;
-  let side = size / trunk.patchStride;
-  let widest = size * size * 4; // the image itself and the full-size logits
-  for (const b of blockPlan(trunk)) {
-    const padded = b.windowSize > 0 ? Math.ceil(side / b.windowSize) * b.windowSize : side;
-    widest = Math.max(widest, padded * padded * 3 * b.dimOut);
-    if (b.qStride) side = Math.floor(side / b.qStride[0]);
-    widest = Math.max(widest, side * side * b.mlpHidden);
-  }
-  const limit = model.engine.gpu.limits.maxStorageBufferBindingSize;
-  return Math.max(1, Math.min(batch, Math.floor(limit / (widest * 4))));
-}
-
-/** Slices [start, start + n) of a batch's images and masks. */
-function slice(batch: Batch, start: number, n: number, size: number) {
-  const px = size * size;
-  return {
-    images: batch.images.subarray(start * px * 3, (start + n) * px * 3),
-    masks: batch.masks.subarray(start * px, (start + n) * px),
-    count: n,
-  };
-}
-
-function log(out: string, record: Record<string, unknown>): void {
-  appendFileSync(join(out, 'log.jsonl'), `${JSON.stringify({ time: Date.now(), ...record })}\n`);
 }
 
 /** Builds the model, loads weights (base checkpoint, then an adapter to resume from). */
@@ -236,283 +362,423 @@ export async function prepareModel(
   return model;
 }
 
-/** Runs a whole training job; see TrainOptions. */
-export async function train(opts: TrainOptions): Promise<TrainResult> {
-  const say = (s: string) => {
-    if (!opts.quiet) console.log(s);
-  };
-  const out = resolve(opts.out);
-  mkdirSync(out, { recursive: true });
-  const gpu: Gpu = await getGpu(opts.adapter);
-  if (gpu.info.cpuFallback) say(`adapter: ${gpu.info.description} (CPU fallback: slow)`);
-  else say(`adapter: ${gpu.info.description}`);
-  const engine = new Engine(gpu);
+interface Trainable {
+  model: Segmenter;
+  optim: AdamW;
+  params: [string, Tensor][];
+  baseLrs: number[];
+}
 
-  // Resume: the checkpoint's config wins over the command line for everything model-shaped.
-  let resume: { trainer: TrainerState; moments: StateDict; adapter: StateDict } | null = null;
-  let segCfg = opts.segmenter;
-  let checkpoint = opts.checkpoint;
-  if (opts.resume) {
-    const dir = existsSync(join(opts.resume, 'last')) ? join(opts.resume, 'last') : opts.resume;
-    const { tensors, config } = await loadAdapter(dir);
-    const state = await loadResumeState(dir);
-    resume = { ...state, adapter: tensors };
-    segCfg = config.segmenter;
-    checkpoint = config.baseCheckpoint;
-    // The run's own options (schedule, batch, size, data...) win over the command line's
-    // defaults, or the resumed run would not continue the same way.
-    const saved = state.trainer.options as Partial<TrainOptions> | undefined;
-    if (saved) {
-      const hasData = !!(opts.data.root || opts.data.images);
-      opts = { ...opts, ...saved, data: hasData ? opts.data : (saved.data ?? opts.data),
-        out: opts.out, resume: opts.resume, stopAfter: opts.stopAfter, quiet: opts.quiet,
-        adapter: opts.adapter, valBatches: opts.valBatches ?? saved.valBatches };
-    }
-    say(`resuming from ${dir} at step ${state.trainer.step}`);
-  }
-
-  const split = await loadSplits(opts.data, segCfg.seed);
-  let train = split.train;
-  let val = split.val;
-  // Every pair's headers are checked before the first step (unreadable files, mask sizes), so a
-  // bad file stops the run now, not hours in; --skip-bad drops and counts them instead.
-  {
-    const t = await checkSamples(train, { skipBad: opts.skipBad });
-    const v = await checkSamples(val, { skipBad: opts.skipBad });
-    for (const b of [...t.bad, ...v.bad]) say(`skipping ${b.file}: ${b.reason}`);
-    if (t.bad.length + v.bad.length > 0) say(`skipped ${t.bad.length + v.bad.length} bad samples`);
-    train = t.good;
-    val = v.good;
-  }
-  say(`data: ${train.length} train, ${val.length} val images`);
-
-  const model = await prepareModel(engine, segCfg, checkpoint, say);
-  if (resume) loadAdapterTensors(model, resume.adapter, opts.resume ?? '');
+/** The model in training mode and AdamW over its trainable tensors (head group first). */
+async function setupModel(
+  engine: Engine,
+  opts: TrainOptions,
+  resumed: Resumed | null,
+  say: (s: string) => void,
+): Promise<Trainable> {
+  const cfg = opts.segmenter;
+  const model = await prepareModel(engine, cfg, opts.checkpoint, say);
+  if (resumed) loadAdapterTensors(model, resumed.adapter, resumed.dir);
   model.train(true);
-  const trainable = model.trainable();
-  const headParams = trainable.filter(([n]) => n.startsWith('head.')).map(([, t]) => t);
-  const encParams = trainable.filter(([n]) => !n.startsWith('head.')).map(([, t]) => t);
-  const nParams = trainable.reduce((a, [, t]) => a + t.size, 0);
-  say(`model: SAM2 ${segCfg.model}, mode ${segCfg.mode}, head ${segCfg.head}, ` +
-    `${trainable.length} trainable tensors (${(nParams / 1e6).toFixed(3)} M parameters)`);
-  const groups = [{ params: headParams, lr: opts.headLr, weightDecay: 0 }];
-  if (encParams.length) groups.push({ params: encParams, lr: opts.lr, weightDecay: opts.weightDecay });
+  const params = model.trainable();
+  const head = params.filter(([n]) => n.startsWith('head.'));
+  const enc = params.filter(([n]) => !n.startsWith('head.'));
+  const nParams = params.reduce((a, [, t]) => a + t.size, 0);
+  say(`model: SAM2 ${cfg.model}, mode ${cfg.mode}, head ${cfg.head}, ` +
+    `${params.length} trainable tensors (${(nParams / 1e6).toFixed(3)} M parameters)`);
+  const groups = [{ params: head.map(([, t]) => t), lr: opts.headLr, weightDecay: 0 }];
+  if (enc.length) groups.push({ params: enc.map(([, t]) => t), lr: opts.lr, weightDecay: opts.weightDecay });
   const optim = new AdamW(groups);
-  const baseLrs = optim.paramGroups.map((g) => g.lr);
-  const names = trainable.map(([n]) => n);
+  // The optimizer's parameter order: its state and the checkpoint's moments follow it.
+  const ordered = [...head, ...enc];
+  return { model, optim, params: ordered, baseLrs: optim.paramGroups.map((g) => g.lr) };
+}
 
-  const loader = new BatchLoader(train, {
-    batchSize: opts.batch,
-    size: opts.size,
-    seed: segCfg.seed,
-    augment: opts.augment ? {} : false,
-    skipBad: opts.skipBad,
-  });
-  const stepsPerEpoch = Math.max(1, Math.floor(loader.batchesPerEpoch / opts.accum));
-  const micro = Math.min(opts.microBatch ?? Infinity, microBatchSize(model, opts.size, opts.batch));
-  if (micro < opts.batch) {
-    say(`batch ${opts.batch} runs as micro-batches of ${micro} (same result as one batch)` +
-      (micro < (opts.microBatch ?? Infinity) ? ': its widest activation exceeds this adapter\'s ' +
-        `${gpu.limits.maxStorageBufferBindingSize}-byte storage binding limit` : ''));
+// ---------------------------------------------------------------------------------------------
+// Signals: the first SIGINT / SIGTERM finishes the step and saves; a second one exits at once.
+
+class Interrupt {
+  signal: 'SIGINT' | 'SIGTERM' | null = null;
+  private readonly handler = (sig: NodeJS.Signals) => {
+    const code = sig === 'SIGTERM' ? 143 : 130;
+    if (this.signal) process.exit(code);
+    this.signal = sig === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
+    process.stderr.write(`\n${sig}: finishing this step and saving a checkpoint (again to abort)\n`);
+  };
+
+  constructor() {
+    process.on('SIGINT', this.handler);
+    process.on('SIGTERM', this.handler);
   }
-  const total = Math.min(opts.epochs * stepsPerEpoch, opts.maxSteps ?? Infinity);
-  const rng = new Rng(segCfg.seed ^ 0x7a11ed);
-  let step = 0;
-  let bestDice = -1;
-  const history: { step: number; loss: number }[] = [];
-  const epochs: TrainerState['epochs'] = [];
-  if (resume) {
-    const t = resume.trainer;
-    step = t.step;
-    bestDice = t.bestDice;
-    history.push(...t.history);
-    epochs.push(...t.epochs);
-    rng.setState(t.rngState);
-    loader.restore(t.loader);
+
+  remove(): void {
+    process.off('SIGINT', this.handler);
+    process.off('SIGTERM', this.handler);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One training session: steps, validation, checkpoints.
+
+class Session {
+  step = 0;
+  /** Step of the last checkpoint this session wrote or started from (-1: none). */
+  savedStep = -1;
+  skipped = 0;
+  private badInRow = 0;
+  readonly history: { step: number; loss: number }[] = [];
+  readonly epochs: TrainerState['epochs'] = [];
+  bestDice = -1;
+  lastVal: SegMetrics | null = null;
+  private threshold = 0.5;
+  private lossEma = NaN;
+  private t0 = Date.now();
+  private imgs = 0;
+  readonly total: number;
+  readonly stepsPerEpoch: number;
+  private readonly micro: number;
+  private readonly rng: Rng;
+  private readonly loader: BatchLoader;
+  private readonly progress: Progress;
+  private readonly names: string[];
+
+  constructor(
+    private readonly opts: TrainOptions,
+    private readonly run: RunDir,
+    private readonly gpu: Gpu,
+    private readonly t: Trainable,
+    private readonly data: Split,
+    private readonly say: (s: string) => void,
+  ) {
+    this.names = t.params.map(([n]) => n);
+    this.loader = new BatchLoader(data.train, {
+      batchSize: opts.batch,
+      size: opts.size,
+      seed: opts.segmenter.seed,
+      augment: opts.augment ? {} : false,
+      skipBad: opts.skipBad,
+    });
+    this.stepsPerEpoch = Math.max(1, Math.floor(this.loader.batchesPerEpoch / opts.accum));
+    this.micro = Math.min(opts.microBatch ?? Infinity, microBatchSize(t.model, opts.size, opts.batch));
+    if (this.micro < opts.batch) {
+      say(`batch ${opts.batch} runs as micro-batches of ${this.micro} (same result as one batch)` +
+        (this.micro < (opts.microBatch ?? Infinity) ? ': its widest activation exceeds this adapter\'s ' +
+          `${gpu.limits.maxStorageBufferBindingSize}-byte storage binding limit` : ''));
+    }
+    this.total = Math.min(opts.epochs * this.stepsPerEpoch, opts.maxSteps ?? Infinity);
+    this.rng = new Rng(opts.segmenter.seed ^ 0x7a11ed);
+    this.progress = new Progress('train', this.total);
+  }
+
+  /** Continues from a checkpoint's trainer and optimizer state. */
+  restore(r: Resumed): void {
+    const s = r.trainer;
+    this.step = s.step;
+    this.savedStep = s.step;
+    this.bestDice = s.bestDice;
+    this.history.push(...s.history);
+    this.epochs.push(...s.epochs);
+    this.rng.setState(s.rngState);
+    this.loader.restore(s.loader);
+    const sizes = this.t.params.map(([, p]) => p.size);
+    const fits = (labels: string[]) =>
+      labels.every((n, i) => r.moments.get(`m.${n}`)?.data.length === sizes[i]);
+    // Checkpoints written before the moments were labelled in the optimizer's order labelled
+    // them in the model's order (same data, other names): read those as written.
+    const legacy = this.t.model.trainable().map(([n]) => n);
+    const labels = !fits(this.names) && fits(legacy) ? legacy : this.names;
     const m: Float32Array[] = [];
     const v: Float32Array[] = [];
-    for (const n of names) {
-      const mm = resume.moments.get(`m.${n}`);
-      const vv = resume.moments.get(`v.${n}`);
-      if (!mm || !vv) throw new TrainingError(`${opts.resume}: optimizer state lacks ${n}`);
+    for (const n of labels) {
+      const mm = r.moments.get(`m.${n}`);
+      const vv = r.moments.get(`v.${n}`);
+      if (!mm || !vv) throw new TrainingError(`${join(r.dir, 'optimizer.safetensors')}: no moments for ${n}`);
       m.push(mm.data);
       v.push(vv.data);
     }
-    optim.loadStateDict({ ...t.optimizer, m, v });
+    this.t.optim.loadStateDict({ ...s.optimizer, m, v });
   }
 
-  const adapterConfig = (threshold: number, metrics?: SegMetrics): AdapterConfig => ({
-    format: 'sam2-lora-adapter',
-    version: 1,
-    segmenter: segCfg,
-    size: opts.size,
-    threshold,
-    baseCheckpoint: checkpoint,
-    metrics: metrics ? { dice: metrics.dice, iou: metrics.iou, precision: metrics.precision,
-      recall: metrics.recall, best: metrics.best } : undefined,
-  });
-  const lastDir = join(out, 'last');
-  const bestDir = join(out, 'best');
-  let threshold = 0.5;
-  let lastVal: SegMetrics | null = null;
+  close(): void {
+    this.loader.close();
+  }
 
-  const trainedNames = new Set(names);
-  const adapterTensors = () => model.stateDict((n) => trainedNames.has(n));
-  const saveBest = async () =>
-    saveCheckpoint(bestDir, {
-      adapter: await adapterTensors(),
-      config: adapterConfig(threshold, lastVal ?? undefined),
-    });
+  private lrs(): number[] {
+    return this.t.optim.paramGroups.map((g) => g.lr);
+  }
 
-  const saveLast = async (epoch: number) => {
-    const adapter = await adapterTensors();
-    const state = await optim.stateDict();
-    const { m, v, ...rest } = state;
-    await saveCheckpoint(lastDir, {
+  /** Forward + backward over the step's batches (accumulated); the step's mean loss. */
+  private async forwardBackward(): Promise<number> {
+    const { opts, t } = this;
+    const engine = t.model.engine;
+    let stepLoss = 0;
+    for (let a = 0; a < opts.accum; a++) {
+      const batch = await this.loader.next();
+      let value = 0;
+      for (let s = 0; s < batch.count; s += this.micro) {
+        const part = slice(batch, s, Math.min(this.micro, batch.count - s), opts.size);
+        // Each micro-batch's mean loss weighs by its share of the batch (and of accumulation).
+        const weight = part.count / batch.count / opts.accum;
+        t.model.reseedDropout(this.rng);
+        const loss = engine.scope(() => {
+          const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
+          const y = engine.fromArray(part.masks, [part.count, opts.size, opts.size, 1]);
+          const l = lossFn(opts.loss, t.model.forward(x), y);
+          return weight !== 1 ? scale(l, weight) : l;
+        });
+        engine.backward(loss);
+        value += ((await loss.toArray())[0] / weight) * (part.count / batch.count);
+        loss.release();
+      }
+      stepLoss += value / opts.accum;
+      this.imgs += batch.count;
+    }
+    return stepLoss;
+  }
+
+  /** L2 norm of all trainable parameters, computed on the GPU: NaN / Inf propagate through sums. */
+  private async paramNorm(): Promise<number> {
+    const engine = this.t.model.engine;
+    const norm = engine.empty([1]);
+    const coef = this.gpu.alloc(4, 'paramcheck.coef');
+    const buffers = this.t.params.map(([, p]) => ({ buffer: p.buffer, n: p.size }));
+    globalNormAndCoef(this.gpu, buffers, norm.buffer, coef, 1);
+    this.gpu.free(coef);
+    const value = (await norm.toArray())[0];
+    norm.release();
+    return value;
+  }
+
+  /**
+   * One optimizer step. Loss and gradient norm are read back before the update: if either is
+   * not finite the gradients are dropped and the step is skipped (logged); too many in a row
+   * stop the run. Parameters are checked after the update, before anything can save them.
+   */
+  async trainStep(): Promise<'applied' | 'skipped'> {
+    const { opts, t } = this;
+    const factor = lrFactor(this.step, this.total, opts.warmup);
+    t.optim.paramGroups.forEach((g, i) => (g.lr = t.baseLrs[i] * factor));
+    const loss = await this.forwardBackward();
+    opts.afterBackward?.(this.step, t.params);
+    const normT = clipGradNorm(t.params.map(([, p]) => p), opts.clip > 0 ? opts.clip : F32_MAX);
+    const gradNorm = (await normT.toArray())[0];
+    normT.release();
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+      t.optim.zeroGrad();
+      this.skipped++;
+      this.badInRow++;
+      const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
+      this.run.log({ type: 'skip', step: this.step + 1, loss, gradNorm, lr: this.lrs(), reason: what });
+      this.say(`step ${this.step + 1}: ${what}, skipped (not applied)`);
+      if (this.badInRow >= (opts.maxBadSteps ?? 3)) {
+        await this.diverged(`${this.badInRow} steps in a row had a non-finite loss or gradient (the last: ${what})`);
+      }
+      return 'skipped';
+    }
+    t.optim.step();
+    t.optim.zeroGrad();
+    const pNorm = await this.paramNorm();
+    if (!Number.isFinite(pNorm)) {
+      // The update is in GPU memory but is never saved: the run stops here.
+      await this.diverged(`the parameters' L2 norm became ${pNorm} after step ${this.step + 1} ` +
+        '(a parameter is not finite or beyond ±1.8e19)');
+    }
+    this.badInRow = 0;
+    this.step++;
+    this.lossEma = Number.isNaN(this.lossEma) ? loss : 0.9 * this.lossEma + 0.1 * loss;
+    this.history.push({ step: this.step, loss });
+    const ips = this.imgs / Math.max((Date.now() - this.t0) / 1000, 1e-9);
+    this.run.log({ type: 'step', step: this.step, loss, lr: this.lrs(), gradNorm, paramNorm: pNorm,
+      imagesPerSec: ips });
+    this.progress.update(this.step, { loss: this.lossEma, 'img/s': ips });
+    return 'applied';
+  }
+
+  private async diverged(why: string): Promise<never> {
+    const lrs = this.lrs().map((l) => l.toPrecision(3)).join(', ');
+    const last = await this.run.lastGood();
+    const msg = `training diverged at step ${this.step + 1}: ${why}; learning rates ${lrs} ` +
+      `(head, encoder). Nothing of it was saved; the last good checkpoint is ` +
+      `${last ? `${last} (step ${this.savedStep})` : 'none (no checkpoint was written yet)'}. ` +
+      'Lower --lr / --head-lr, or check the data.';
+    this.run.log({ type: 'diverged', step: this.step + 1, reason: why, lr: this.lrs(), lastGood: last });
+    throw new TrainingError(msg);
+  }
+
+  /** True at an epoch's end or the run's last step. */
+  atEpochEnd(): boolean {
+    return this.step % this.stepsPerEpoch === 0 || this.step === this.total;
+  }
+
+  /** Validation (unless interrupted), then best/ (when Dice improved) and last/. */
+  async endEpoch(validate: boolean): Promise<void> {
+    const epoch = Math.ceil(this.step / this.stepsPerEpoch);
+    let valDice = NaN;
+    if (validate && this.data.val.length > 0) {
+      this.lastVal = await evaluate(this.t.model, this.data.val, {
+        size: this.opts.size,
+        batch: this.opts.batch,
+        maxBatches: this.opts.valBatches,
+        skipBad: this.opts.skipBad,
+        label: 'val  ',
+      });
+      valDice = this.lastVal.dice ?? NaN;
+      this.threshold = this.lastVal.best?.threshold ?? 0.5;
+      this.say(`epoch ${epoch}: loss ${this.lossEma.toFixed(4)}  val Dice ${fmt(valDice)} ` +
+        `IoU ${fmt(this.lastVal.iou)} (best threshold ${this.threshold})`);
+    }
+    this.epochs.push({ epoch, step: this.step, loss: this.lossEma, valDice });
+    this.run.log({ type: 'epoch', epoch, step: this.step, loss: this.lossEma, val: this.lastVal });
+    // best/ first: a kill before last/ is saved replays this epoch, so its score is offered again.
+    if (await this.run.offerBest(valDice, this.step, () => this.checkpointData(false))) {
+      this.bestDice = valDice;
+    }
+    await this.saveLast(epoch);
+  }
+
+  async saveLast(epoch = Math.ceil(this.step / this.stepsPerEpoch)): Promise<void> {
+    await this.run.saveLast(await this.checkpointData(true, epoch), this.step);
+    this.savedStep = this.step;
+  }
+
+  async ensureBest(): Promise<void> {
+    await this.run.ensureBest(this.step, () => this.checkpointData(false));
+  }
+
+  private adapterConfig(): AdapterConfig {
+    const m = this.lastVal;
+    return {
+      format: 'sam2-lora-adapter',
+      version: 1,
+      segmenter: this.opts.segmenter,
+      size: this.opts.size,
+      threshold: this.threshold,
+      baseCheckpoint: this.opts.checkpoint,
+      metrics: m ? { dice: m.dice, iou: m.iou, precision: m.precision, recall: m.recall, best: m.best } : undefined,
+    };
+  }
+
+  /** What a checkpoint holds: the adapter, plus (last/) optimizer and trainer state. */
+  private async checkpointData(withState: boolean, epoch = 0): Promise<CheckpointData> {
+    const trained = new Set(this.names);
+    const adapter = await this.t.model.stateDict((n) => trained.has(n));
+    const config = this.adapterConfig();
+    if (!withState) return { adapter, config };
+    const { m, v, ...rest } = await this.t.optim.stateDict();
+    return {
       adapter,
-      config: adapterConfig(threshold, lastVal ?? undefined),
-      optimizer: { state: { ...rest, m, v }, names },
+      config,
+      optimizer: { state: { ...rest, m, v }, names: this.names },
       trainer: {
-        step,
+        step: this.step,
         epoch,
-        loader: loader.state(),
-        rngState: rng.state(),
-        bestDice,
-        history,
-        epochs,
+        loader: this.loader.state(),
+        rngState: this.rng.state(),
+        bestDice: this.bestDice,
+        history: this.history,
+        epochs: this.epochs,
         optimizer: rest,
-        options: {
-          ...Object.fromEntries(RESUMED_OPTIONS.map((k) => [k, opts[k]])),
-          // Absolute, so a resume from another working directory finds the data.
-          data: Object.fromEntries(Object.entries(opts.data).map(([k, v]) =>
-            [k, typeof v === 'string' && ['root', 'images', 'masks'].includes(k) ? resolve(v) : v])),
-        },
+        options: runOptions(this.opts).options,
       },
-    });
-  };
+    };
+  }
+}
 
-  let interrupted = false;
-  const onSignal = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    process.stderr.write('\ninterrupt: finishing this step and saving a checkpoint (again to abort)\n');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+const fmt = (v: number | null | undefined) =>
+  typeof v === 'number' && Number.isFinite(v) ? v.toFixed(4) : 'undefined';
 
-  const progress = new Progress('train', total);
-  let lossEma = NaN;
-  let sessionSteps = 0;
-  let t0 = Date.now();
-  let imgs = 0;
-  log(out, { type: 'start', total, stepsPerEpoch, options: { ...opts, adapter: undefined } });
+// ---------------------------------------------------------------------------------------------
+// The whole job.
+
+/** Runs a whole training job; see TrainOptions. */
+export async function train(input: TrainOptions): Promise<TrainResult> {
+  const say = (s: string) => {
+    if (!input.quiet) console.log(s);
+  };
+  const out = resolve(input.out);
+  const sameRun = !!input.resume && resumeRunDir(input.resume) === out;
+  const run = RunDir.open(out, { resume: sameRun, force: !!input.force, say });
+  const interrupt = new Interrupt();
+  let session: Session | null = null;
   try {
-    while (step < total && !interrupted) {
-      const factor = lrFactor(step, total, opts.warmup);
-      optim.paramGroups.forEach((g, i) => (g.lr = baseLrs[i] * factor));
-      let stepLoss = 0;
-      for (let a = 0; a < opts.accum; a++) {
-        const batch = await loader.next();
-        let value = 0;
-        for (let s = 0; s < batch.count; s += micro) {
-          const part = slice(batch, s, Math.min(micro, batch.count - s), opts.size);
-          // Each micro-batch's mean loss weighs by its share of the batch (and of accumulation).
-          const weight = part.count / batch.count / opts.accum;
-          model.reseedDropout(rng);
-          const loss = engine.scope(() => {
-            const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
-            const y = engine.fromArray(part.masks, [part.count, opts.size, opts.size, 1]);
-            const l = lossFn(opts.loss, model.forward(x), y);
-            return weight !== 1 ? scale(l, weight) : l;
-          });
-          engine.backward(loss);
-          value += ((await loss.toArray())[0] / weight) * (part.count / batch.count);
-          loss.release();
-        }
-        if (!Number.isFinite(value)) {
-          throw new TrainingError(
-            `loss became ${value} at step ${step} (batch ${batch.ids.join(', ')}); the last ` +
-              `good checkpoint is ${existsSync(lastDir) ? lastDir : 'not written yet'}. Lower ` +
-              '--lr or check the data.',
-          );
-        }
-        stepLoss += value / opts.accum;
-        imgs += batch.count;
-      }
-      const norm = opts.clip > 0 ? clipGradNorm([...headParams, ...encParams], opts.clip) : null;
-      optim.step();
-      optim.zeroGrad();
-      const gradNorm = norm ? (await norm.toArray())[0] : undefined;
-      norm?.release();
-      step++;
-      lossEma = Number.isNaN(lossEma) ? stepLoss : 0.9 * lossEma + 0.1 * stepLoss;
-      history.push({ step, loss: stepLoss });
-      const secs = (Date.now() - t0) / 1000;
-      const ips = imgs / Math.max(secs, 1e-9);
-      log(out, { type: 'step', step, loss: stepLoss, lr: optim.paramGroups.map((g) => g.lr),
-        gradNorm, imagesPerSec: ips });
-      progress.update(step, { loss: lossEma, 'img/s': ips });
-      if (opts.stopAfter !== undefined && ++sessionSteps >= opts.stopAfter) interrupted = true;
-      if (step % stepsPerEpoch === 0 || step === total || interrupted) {
-        const epoch = Math.ceil(step / stepsPerEpoch);
-        let valDice = NaN;
-        if (val.length > 0 && !interrupted) {
-          lastVal = await evaluate(model, val, {
-            size: opts.size,
-            batch: opts.batch,
-            maxBatches: opts.valBatches,
-            skipBad: opts.skipBad,
-            label: 'val  ',
-          });
-          valDice = lastVal.dice;
-          threshold = lastVal.best?.threshold ?? 0.5;
-          say(`epoch ${epoch}: loss ${lossEma.toFixed(4)}  val Dice ${valDice.toFixed(4)} ` +
-            `IoU ${lastVal.iou.toFixed(4)} (best threshold ${threshold})`);
-        }
-        epochs.push({ epoch, step, loss: lossEma, valDice });
-        log(out, { type: 'epoch', epoch, step, loss: lossEma, val: lastVal });
-        await saveLast(epoch);
-        if (valDice > bestDice) {
-          bestDice = valDice;
-          await saveBest();
-        }
-        t0 = Date.now();
-        imgs = 0;
-      }
+    const from = input.resume ? await openResume(input.resume, run, say) : null;
+    const resumed = from?.state ?? null;
+    const opts = from ? mergeResumed(input, from.saved, say) : input;
+    // Recorded first: a run killed before its first checkpoint restarts from these.
+    run.log({ type: resumed ? 'resume' : 'start', demo: opts.demo, run: runOptions(opts) });
+    const gpu: Gpu = await getGpu(opts.adapter);
+    say(`adapter: ${gpu.info.description}${gpu.info.cpuFallback ? ' (CPU fallback: slow)' : ''}`);
+    const data = await checkedData(opts, opts.segmenter.seed, say);
+    const trainable = await setupModel(new Engine(gpu), opts, resumed, say);
+    session = new Session(opts, run, gpu, trainable, data, say);
+    if (resumed) session.restore(resumed);
+    if (resumed && session.step >= session.total) {
+      say(`the run is complete at step ${session.step}; give a larger --epochs / --max-steps to extend it`);
     }
+    run.log({ type: 'plan', step: session.step, total: session.total, stepsPerEpoch: session.stepsPerEpoch });
+    const stopped = await trainLoop(session, opts, interrupt);
+    if (session.step > session.savedStep && session.step > 0) await session.saveLast();
+    const peak = gpu.pool.stats.peakLiveBytes / 2 ** 20;
+    // Interrupted before the first step: nothing to keep.
+    const discarded = session.savedStep < 0 && run.discardIfEmpty();
+    if (discarded) say(`removed ${out}: interrupted before the first step`);
+    else {
+      await session.ensureBest();
+      await plotRun(out, session.history, session.epochs);
+      run.log({ type: 'end', step: session.step, interrupted: stopped, skipped: session.skipped, peakMiB: peak });
+      say(`${stopped ? 'interrupted' : 'done'} after ${session.step} steps; peak GPU memory ` +
+        `${peak.toFixed(0)} MiB; checkpoints: ${run.lastDir} (resume), ${run.bestDir} (best)`);
+    }
+    return {
+      out,
+      steps: session.step,
+      finalLoss: session.history.length ? session.history[session.history.length - 1].loss : NaN,
+      bestDice: (await run.bestScore()) ?? -1,
+      lastDir: run.lastDir,
+      bestDir: run.bestDir,
+      val: session.lastVal,
+      history: session.history,
+      interrupted: stopped,
+      signal: interrupt.signal,
+      skippedSteps: session.skipped,
+    };
   } catch (e) {
-    // GPU lost / out of memory / a kernel error: say where the finished work is.
-    if (e instanceof GpuError) {
-      const where = existsSync(lastDir)
-        ? `the last good checkpoint is ${lastDir} (resume with --resume ${out})`
-        : 'no checkpoint was written yet';
-      throw new TrainingError(`${e.message} (at step ${step}); ${where}`);
-    }
-    throw e;
+    throw await failed(e, run, session);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    loader.close();
+    interrupt.remove();
+    session?.close();
+    run.release();
   }
-  if (!existsSync(bestDir)) {
-    await saveBest();
+}
+
+/** Steps until the end, a signal or stopAfter; checkpoints at each epoch's end. */
+async function trainLoop(s: Session, opts: TrainOptions, interrupt: Interrupt): Promise<boolean> {
+  let sessionSteps = 0;
+  let stop = false;
+  while (s.step < s.total && !interrupt.signal && !stop) {
+    if ((await s.trainStep()) === 'skipped') continue;
+    if (opts.stopAfter !== undefined && ++sessionSteps >= opts.stopAfter) stop = true;
+    const interrupted = stop || !!interrupt.signal;
+    if (s.atEpochEnd() || interrupted) await s.endEpoch(!interrupted);
   }
-  await plotRun(out, history, epochs);
-  const peak = gpu.pool.stats.peakLiveBytes / 2 ** 20;
-  log(out, { type: 'end', step, interrupted, peakMiB: peak });
-  say(`${interrupted ? 'interrupted' : 'done'} after ${step} steps; peak GPU memory ` +
-    `${peak.toFixed(0)} MiB; checkpoints: ${lastDir} (resume), ${bestDir} (best)`);
-  return {
-    out,
-    steps: step,
-    finalLoss: history.length ? history[history.length - 1].loss : NaN,
-    bestDice,
-    lastDir,
-    bestDir,
-    val: lastVal,
-    history,
-    interrupted,
-  };
+  return stop || !!interrupt.signal;
+}
+
+/** The error to report: where the finished work is; an empty new folder is removed. */
+async function failed(e: unknown, run: RunDir, session: Session | null): Promise<unknown> {
+  if (!session || session.savedStep < 0) {
+    if (run.discardIfEmpty()) {
+      process.stderr.write(`removed ${run.path}: the run failed before its first checkpoint\n`);
+    }
+  }
+  if (e instanceof GpuError) {
+    const last = await run.lastGood();
+    const where = last
+      ? `the last good checkpoint is ${last} (resume with --resume ${run.path})`
+      : 'no checkpoint was written yet';
+    return new TrainingError(`${e.message} (at step ${session?.step ?? 0}); ${where}`);
+  }
+  return e;
 }
 
 async function plotRun(
