@@ -274,5 +274,9 @@ describe('training pipeline (nano model, synthetic cracks)', () => {
     await expect(train(o)).rejects.toThrow(/zz_corrupt\.jpg|zz_small/);
     const r = await train({ ...o, skipBad: true });
     expect(r.steps).toBe(2);
+    // Exactly the two bad pairs are dropped, each with its file and reason.
+    expect(r.badSamples.map((b) => b.id).sort()).toEqual(['zz_corrupt', 'zz_small']);
+    expect(r.badSamples.find((b) => b.id === 'zz_corrupt')?.file).toMatch(/zz_corrupt\.jpg$/);
+    expect(r.badSamples.find((b) => b.id === 'zz_small')?.reason).toMatch(/50x40/);
   });
 });

@@ -9,7 +9,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { Engine, type Tensor } from '../autograd/tensor.js';
 import { type Sample, openDataset, splitTrainVal } from '../data/dataset.js';
 import { BatchLoader } from '../data/loader.js';
-import { checkSamples } from '../data/decode.js';
+import { type BadSample, checkSamples } from '../data/decode.js';
 import type { AdapterChoice } from '../gpu/dawn.js';
 import { GpuError } from '../gpu/errors.js';
 import { getGpu, type Gpu } from '../gpu/runtime.js';
@@ -112,6 +112,8 @@ export interface TrainResult {
   signal: 'SIGINT' | 'SIGTERM' | null;
   /** Steps skipped in this session because a value was not finite. */
   skippedSteps: number;
+  /** Samples dropped by --skip-bad (with the file and the reason). */
+  badSamples: BadSample[];
 }
 
 export class TrainingError extends Error {}
@@ -303,6 +305,8 @@ function mergeResumed(opts: TrainOptions, run: RunOptions, say: (s: string) => v
 interface Split {
   train: Sample[];
   val: Sample[];
+  /** Pairs dropped by --skip-bad (unreadable or mismatched). */
+  bad?: BadSample[];
 }
 
 async function loadSplits(d: DataOptions, seed: number): Promise<Split> {
@@ -329,8 +333,12 @@ async function checkedData(opts: TrainOptions, seed: number, say: (s: string) =>
   const v = await checkSamples(split.val, { skipBad: opts.skipBad });
   for (const b of [...t.bad, ...v.bad]) say(`skipping ${b.file}: ${b.reason}`);
   if (t.bad.length + v.bad.length > 0) say(`skipped ${t.bad.length + v.bad.length} bad samples`);
+  for (const [name, c] of [['train', t], ['val', v]] as const) {
+    if (c.maskEncoding) say(`${name} masks: ${c.maskEncoding.description}`);
+    if (c.maskEncoding?.warning) say(`WARNING (${name} masks): ${c.maskEncoding.warning}`);
+  }
   say(`data: ${t.good.length} train, ${v.good.length} val images`);
-  return { train: t.good, val: v.good };
+  return { train: t.good, val: v.good, bad: [...t.bad, ...v.bad] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -741,6 +749,7 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
       interrupted: stopped,
       signal: interrupt.signal,
       skippedSteps: session.skipped,
+      badSamples: data.bad ?? [],
     };
   } catch (e) {
     throw await failed(e, run, session);
