@@ -6,7 +6,7 @@ import type { AdapterChoice } from '../gpu/dawn.js';
 import { getGpu } from '../gpu/runtime.js';
 import { fileError } from '../io/fs-errors.js';
 import type { StateDict } from '../io/pt.js';
-import { type EncoderConfig, blockPlan, encoderConfig } from '../model/config.js';
+import { encoderConfig, widestActivationBytes } from '../model/config.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
 import { Segmenter } from '../model/segmenter.js';
 import { type AdapterConfig, loadAdapter } from '../train/checkpoint.js';
@@ -32,23 +32,6 @@ export function fraction(name: string, v: string | number | undefined): number {
     throw new UsageError(`--${name} must be a number in [0, 1), got ${v}`);
   }
   return n;
-}
-
-/**
- * Bytes of the widest activation one image needs at input side `size` (a block's qkv or MLP hidden
- * over its window-padded grid, or the full-size image/logits): it must fit one storage binding.
- */
-export function widestActivationBytes(enc: EncoderConfig, size: number): number {
-  const trunk = enc.trunk;
-  let side = size / trunk.patchStride;
-  let widest = size * size * 4;
-  for (const b of blockPlan(trunk)) {
-    const padded = b.windowSize > 0 ? Math.ceil(side / b.windowSize) * b.windowSize : side;
-    widest = Math.max(widest, padded * padded * 3 * b.dimOut);
-    if (b.qStride) side = Math.floor(side / b.qStride[0]);
-    widest = Math.max(widest, side * side * b.mlpHidden);
-  }
-  return widest * 4;
 }
 
 /**

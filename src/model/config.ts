@@ -345,3 +345,20 @@ export function featureShapes(enc: EncoderConfig, size: number): FeatureShapes {
   const fpn = grids.slice(0, grids.length - enc.scalp).map((g) => [1, enc.neck.dModel, g, g]);
   return { tokens, trunk, fpn };
 }
+
+/**
+ * Bytes of the widest activation one image needs at input side `size` (a block's qkv or MLP hidden
+ * over its window-padded grid, or the full-size image/logits): it must fit one storage binding.
+ */
+export function widestActivationBytes(enc: EncoderConfig, size: number): number {
+  const trunk = enc.trunk;
+  let side = size / trunk.patchStride;
+  let widest = size * size * 4;
+  for (const b of blockPlan(trunk)) {
+    const padded = b.windowSize > 0 ? Math.ceil(side / b.windowSize) * b.windowSize : side;
+    widest = Math.max(widest, padded * padded * 3 * b.dimOut);
+    if (b.qStride) side = Math.floor(side / b.qStride[0]);
+    widest = Math.max(widest, side * side * b.mlpHidden);
+  }
+  return widest * 4;
+}

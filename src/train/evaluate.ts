@@ -4,7 +4,7 @@
  */
 import type { Sample } from '../data/dataset.js';
 import { type Batch, BatchLoader } from '../data/loader.js';
-import { blockPlan } from '../model/config.js';
+import { widestActivationBytes } from '../model/config.js';
 import type { Segmenter } from '../model/segmenter.js';
 import { type SegMetrics, SegMetricsAccumulator } from './metrics.js';
 import { Progress } from './progress.js';
@@ -74,17 +74,9 @@ export async function evaluateAt(
  * micro-batches with the same result (per-sample Dice and per-pixel BCE average the same way).
  */
 export function microBatchSize(model: Segmenter, size: number, batch: number): number {
-  const trunk = model.image_encoder.cfg.trunk;
-  let side = size / trunk.patchStride;
-  let widest = size * size * 4; // the image itself and the full-size logits
-  for (const b of blockPlan(trunk)) {
-    const padded = b.windowSize > 0 ? Math.ceil(side / b.windowSize) * b.windowSize : side;
-    widest = Math.max(widest, padded * padded * 3 * b.dimOut);
-    if (b.qStride) side = Math.floor(side / b.qStride[0]);
-    widest = Math.max(widest, side * side * b.mlpHidden);
-  }
+  const widest = widestActivationBytes(model.image_encoder.cfg, size);
   const limit = model.engine.gpu.limits.maxStorageBufferBindingSize;
-  return Math.max(1, Math.min(batch, Math.floor(limit / (widest * 4))));
+  return Math.max(1, Math.min(batch, Math.floor(limit / widest)));
 }
 
 /** Slices [start, start + n) of a batch's images and masks. */
