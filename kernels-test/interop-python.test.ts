@@ -16,12 +16,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/autograd/tensor.js';
-import { exportCommand, foldLora, mergeCommand } from '../src/cli/merge.js';
+import { exportCommand, mergeCommand } from '../src/cli/merge.js';
 import { getGpu } from '../src/gpu/runtime.js';
 import { type StateDict, listPickle, readCheckpoint, writeCheckpoint } from '../src/io/pt.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { ALL_LORA_TARGETS, Segmenter, type SegmenterConfig } from '../src/model/segmenter.js';
 import { Rng } from '../src/util/random.js';
+import { foldLora } from '../src/adapter/fold.js';
 
 const SCRIPT = 'scripts/interop/check_merged.py';
 const KEYS = join('..', 'shared', 'sam2-checkpoints', 'sam2.1_hiera_tiny.image_encoder_keys.txt');

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/autograd/tensor.js';
-import { exportCommand, foldLora, headPath, mergeCommand } from '../src/cli/merge.js';
+import { exportCommand, headPath, mergeCommand } from '../src/cli/merge.js';
 import { getGpu } from '../src/gpu/runtime.js';
 import { type StateDict, readCheckpoint, writeCheckpoint } from '../src/io/pt.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
@@ -17,6 +17,7 @@ import { loadBaseWeights } from '../src/model/load.js';
 import { ALL_LORA_TARGETS, Segmenter, type SegmenterConfig } from '../src/model/segmenter.js';
 import { Rng } from '../src/util/random.js';
 import { expectClose } from './helpers.js';
+import { foldLora } from '../src/adapter/fold.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sam2-merge-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { adapterFile, checkFinite, checkInputSize, fraction, modelFromAdapter } from '../src/cli/common.js';
+import { checkInputSize, fraction } from '../src/cli/common.js';
 import { widestActivationBytes } from '../src/model/config.js';
 import { DatasetError, openDataset } from '../src/data/dataset.js';
 import { openAdapter } from '../src/gpu/dawn.js';
@@ -19,6 +19,7 @@ import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { MODEL_CONFIGS } from '../src/model/config.js';
 import { readEncoderWeights } from '../src/model/load.js';
 import { listInputs, predictFiles } from '../src/predict/predict.js';
+import { adapterFile, checkFinite, modelFromAdapter } from '../src/adapter/adapter.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'sam2-messages-'));
 afterAll(async () => {

@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src/autograd/tensor.js';
-import { foldLora } from '../src/cli/merge.js';
 import { closeGpu, getGpu } from '../src/gpu/runtime.js';
 import { type StateDict, readCheckpoint, writeCheckpoint } from '../src/io/pt.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
@@ -19,6 +18,7 @@ import { loadBaseWeights } from '../src/model/load.js';
 import { DEFAULT_LORA, Segmenter } from '../src/model/segmenter.js';
 import { expectClose, randn, SEED } from './helpers.js';
 import { randomEncoderWeights } from './ref/hiera.js';
+import { foldLora } from '../src/adapter/fold.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sam2-lora-model-io-'));
 afterAll(async () => {

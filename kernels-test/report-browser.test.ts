@@ -11,13 +11,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { modelFromAdapter } from '../src/cli/common.js';
 import { openDataset } from '../src/data/dataset.js';
 import { writeSyntheticDataset } from '../src/data/synthetic.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { type NumberFormat, formatValue, valueAt } from '../src/report/html.js';
 import { writeRunReport } from '../src/report/index.js';
 import { train } from '../src/train/trainer.js';
+import { modelFromAdapter } from '../src/adapter/adapter.js';
 
 /** Debian's chromium; another system browser through SAM2_LORA_CHROMIUM. */
 const CHROMIUM = process.env.SAM2_LORA_CHROMIUM ?? '/usr/bin/chromium';

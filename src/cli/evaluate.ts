@@ -1,10 +1,14 @@
 /** `sam2-lora eval`: the reference-style metrics table for one or more adapters, side by side. */
 import { writeFile } from 'node:fs/promises';
-import { openDataset } from '../data/dataset.js';
+import { join } from 'node:path';
+import { type Sample, openDataset } from '../data/dataset.js';
+import { checkSamples } from '../data/decode.js';
 import { closeGpu } from '../gpu/runtime.js';
 import { formatTable, metricsJson, type SegMetrics } from '../train/metrics.js';
-import { evaluateAt } from '../train/trainer.js';
-import { UsageError, int, modelFromAdapter } from './common.js';
+import { evaluateAt } from '../train/evaluate.js';
+import * as report from '../report/index.js';
+import { UsageError, int } from './common.js';
+import { modelFromAdapter } from '../adapter/adapter.js';
 
 export interface EvalCliOptions {
   adapter: string[];
@@ -18,13 +22,32 @@ export interface EvalCliOptions {
   skipBad?: boolean;
   gpuAdapter?: string;
   backend?: string;
+  /** HTML report folder (index.html, metrics.json, img/). */
+  report?: string;
+  /** Also score at each photo's own resolution. */
+  nativeRes?: boolean;
+  /** Gallery cap of the report (worst images first). */
+  gallery?: string;
 }
 
 export async function evalCommand(o: EvalCliOptions): Promise<void> {
   if (!o.adapter?.length) throw new UsageError('give at least one --adapter DIR');
-  const samples = o.images || o.masks
+  const all = o.images || o.masks
     ? await openDataset({ images: o.images, masks: o.masks })
     : await openDataset({ root: o.data, split: o.split });
+  // Header checks and the masks' encoding (0/255, 0/1, palette, 16-bit...), detected once.
+  const checked = await checkSamples(all, { skipBad: o.skipBad });
+  for (const b of checked.bad) console.warn(`skipping ${b.file}: ${b.reason}`);
+  if (checked.bad.length) console.warn(`skipped ${checked.bad.length} bad samples`);
+  if (checked.maskEncoding) console.log(`masks: ${checked.maskEncoding.description}`);
+  if (checked.maskEncoding?.warning) console.warn(`WARNING: ${checked.maskEncoding.warning}`);
+  const samples = checked.good;
+  if (!samples.length) throw new UsageError('no usable samples to evaluate');
+  if (o.report || o.nativeRes) {
+    await reportEval(o, samples);
+    await closeGpu();
+    return;
+  }
   const rows: { name: string; metrics: SegMetrics }[] = [];
   for (const path of o.adapter) {
     const { model, config } = await modelFromAdapter(path, {
@@ -50,4 +73,51 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
     console.log(`metrics written to ${o.json}`);
   }
   await closeGpu();
+}
+
+/**
+ * `--report` / `--native-res`: one pass per adapter collects the global metrics (the same table),
+ * each image's scores and the gallery's maps; the report folder gets the page and metrics.json.
+ */
+async function reportEval(o: EvalCliOptions, samples: Sample[]): Promise<void> {
+  const gallery = o.gallery === undefined ? report.DEFAULT_GALLERY : int('gallery', o.gallery, 0);
+  const results = await report.evaluateForReport(
+    o.adapter.map((path) => ({
+      name: path,
+      path,
+      open: () => modelFromAdapter(path, {
+        checkpoint: o.checkpoint,
+        adapter: { adapter: o.gpuAdapter, backend: o.backend as never },
+      }),
+    })),
+    samples,
+    { batch: int('batch', o.batch), nativeRes: o.nativeRes, gallery, skipBad: o.skipBad },
+  );
+  const rows = report.tableRows(results, 'model');
+  console.log(`at model resolution (${[...new Set(results.map((r) => r.info.size))].join(', ')} px):`);
+  console.log(formatTable(rows));
+  const native = o.nativeRes ? report.tableRows(results, 'native') : [];
+  if (native.length) {
+    console.log("\nat each photo's own resolution (probabilities upsampled bilinearly):");
+    console.log(formatTable(native));
+  }
+  const written: string[] = [];
+  if (o.json) {
+    const all = [...rows, ...native.map((r) => ({ ...r, name: `${r.name} (native)` }))];
+    await writeFile(o.json, metricsJson(all));
+    written.push(o.json);
+  }
+  if (o.report) {
+    const data = o.images ? `${o.images} + ${o.masks}` : `${o.data}, split ${o.split}`;
+    const r = await report.writeReport(o.report, {
+      dataset: data,
+      adapters: results,
+      gallery,
+      command: `sam2-lora ${process.argv.slice(2).join(' ')}`,
+    });
+    const shown = r.doc.gallery.shown;
+    console.log(`report: ${r.index} (gallery: ${shown} of ${r.doc.gallery.total} images, worst first)`);
+    written.push(r.index, r.json, `${shown * (2 + results.length)} images in ${join(r.dir, 'img')}`);
+  }
+  if (written.length) console.log(`wrote ${written.join(', ')}`);
 }

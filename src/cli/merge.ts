@@ -14,34 +14,10 @@ import type { StateDict } from '../io/pt.js';
 import { writePeftAdapter } from '../io/peft.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { closeGpu } from '../gpu/runtime.js';
-import { loadAdapter } from '../train/checkpoint.js';
-import { UsageError, adapterFile, modelFromAdapter } from './common.js';
-
-/** Folds every `<layer>.lora_A/B.weight` pair into `<layer>.weight`, on the CPU in float64. */
-export function foldLora(sd: StateDict, scale: number): StateDict {
-  const out: StateDict = new Map();
-  for (const [k, v] of sd) if (!k.includes('.lora_')) out.set(k, { shape: v.shape, data: v.data.slice() });
-  for (const [k, a] of sd) {
-    const m = /^(.*)\.lora_A\.weight$/.exec(k);
-    if (!m) continue;
-    const b = sd.get(`${m[1]}.lora_B.weight`);
-    const w = out.get(`${m[1]}.weight`);
-    if (!b || !w) throw new Error(`merge: ${m[1]} has lora_A without lora_B or base weight`);
-    const [r, inF] = a.shape;
-    const [outF] = b.shape;
-    if (w.shape[0] !== outF || w.shape[1] !== inF || b.shape[1] !== r) {
-      throw new Error(`merge: ${m[1]}: shapes W [${w.shape}] A [${a.shape}] B [${b.shape}] disagree`);
-    }
-    for (let o = 0; o < outF; o++) {
-      for (let i = 0; i < inF; i++) {
-        let s = 0;
-        for (let k2 = 0; k2 < r; k2++) s += b.data[o * r + k2] * a.data[k2 * inF + i];
-        w.data[o * inF + i] += scale * s;
-      }
-    }
-  }
-  return out;
-}
+import { adapterFile, loadAdapter, modelFromAdapter } from '../adapter/adapter.js';
+import { foldLora } from '../adapter/fold.js';
+import { toPeft } from '../adapter/peft.js';
+import { UsageError } from './common.js';
 
 /** A path with symlinks resolved as far as it exists (outputs usually do not exist yet). */
 function canonical(path: string): string {
@@ -184,31 +160,13 @@ export async function mergeCommand(o: MergeOptions): Promise<MergeResult> {
   }
 }
 
-/** PEFT's `base_model_name_or_path`: the Hub id of an official SAM2.1 file, else its path. */
-export function peftBaseModel(base: string | null): string | null {
-  if (!base) return null;
-  const m = /^sam2\.1_hiera_(tiny|small|base_plus|large)\.pt$/.exec(basename(base));
-  return m ? `facebook/sam2.1-hiera-${m[1].replace('_', '-')}` : base;
-}
-
 export async function exportCommand(o: { adapter: string; out: string }): Promise<void> {
   const file = adapterFile(o.adapter);
   refuseOverwrite('export', [o.out], [{ path: dirname(file), what: 'the adapter folder' }]);
   const { tensors, config } = await loadAdapter(file);
-  const lora: StateDict = new Map();
-  const head: StateDict = new Map();
-  for (const [k, v] of tensors) {
-    if (k.includes('.lora_')) lora.set(k.replace(/^image_encoder\./, ''), v);
-    else head.set(k, v);
-  }
-  if (lora.size === 0) throw new UsageError(`${o.adapter}: no LoRA tensors (mode ${config.segmenter.mode})`);
-  const l = config.segmenter.lora;
-  const targets = [...new Set([...lora.keys()].map((k) => k.replace(/\.lora_[AB]\.weight$/, '')))];
-  const baseModel = peftBaseModel(config.baseCheckpoint);
-  await writePeftAdapter(o.out, {
-    tensors: lora,
-    config: { r: l.r, alpha: l.alpha, dropout: l.dropout, targetModules: targets, baseModel },
-  });
+  const { peft, head } = toPeft(tensors, config, o.adapter);
+  const baseModel = peft.config.baseModel;
+  await writePeftAdapter(o.out, peft);
   if (head.size) await writeSafetensors(join(o.out, 'head.safetensors'), head);
   console.log(`PEFT adapter written to ${o.out} (adapter_model.safetensors, adapter_config.json` +
     `${head.size ? ', head.safetensors' : ''}); base model: ${baseModel ?? 'none (random ' +

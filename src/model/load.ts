@@ -5,7 +5,6 @@ import { CheckpointError, listCheckpoint, readCheckpoint, type StateDict } from 
 import { listSafetensors, readSafetensors } from '../io/safetensors.js';
 import { MODEL_CONFIGS, NANO_CONFIG, type EncoderConfig } from './config.js';
 import { encoderKeys } from './keys.js';
-import type { AdapterConfig } from '../train/checkpoint.js';
 import { Segmenter, type SegmenterConfig } from './segmenter.js';
 
 /**
@@ -133,4 +132,3 @@ export function buildSegmenter(engine: Engine, cfg: SegmenterConfig): Segmenter 
   return new Segmenter(engine, cfg);
 }
 
-export type { AdapterConfig };

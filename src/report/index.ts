@@ -5,12 +5,12 @@
 import { join, relative } from 'node:path';
 import type { Sample } from '../data/dataset.js';
 import type { Segmenter } from '../model/segmenter.js';
-import type { AdapterConfig } from '../train/checkpoint.js';
 import type { SegMetrics } from '../train/metrics.js';
 import { collect, segmenterLogits, worstFirst } from './collect.js';
 import type { AdapterResult } from './data.js';
 import { readTrainingCurves, runDirOf } from './training.js';
 import { type WrittenReport, writeReport } from './write.js';
+import { type AdapterConfig } from '../adapter/adapter.js';
 
 export { writeReport, type WrittenReport } from './write.js';
 export type { AdapterResult, ReportInput, ReportJson } from './data.js';

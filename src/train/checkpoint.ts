@@ -18,21 +18,9 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { StateDict } from '../io/pt.js';
 import type { LoaderState } from '../data/loader.js';
 import type { SegmenterConfig } from '../model/segmenter.js';
+import { type AdapterConfig, writeAdapterFiles } from '../adapter/adapter.js';
 import { failpoint } from './failpoint.js';
 import type { AdamWStateDict } from './optim.js';
-
-export interface AdapterConfig {
-  format: 'sam2-lora-adapter';
-  version: 1;
-  segmenter: SegmenterConfig;
-  /** Model input side the adapter was trained at. */
-  size: number;
-  /** Best decision threshold found on the validation split (0.5 if none). */
-  threshold: number;
-  /** The base checkpoint (null: random initialisation). */
-  baseCheckpoint: string | null;
-  metrics?: Record<string, unknown>;
-}
 
 export interface TrainerState {
   step: number;
@@ -103,13 +91,7 @@ export async function saveCheckpoint(
     files.push(name);
     failpoint(target, 'write');
   };
-  await writeSafetensors(join(tmp, 'adapter.safetensors'), data.adapter, {
-    format: 'sam2-lora-adapter',
-    config: JSON.stringify(data.config),
-  });
-  await done('adapter.safetensors');
-  await writeFile(join(tmp, 'adapter.json'), `${JSON.stringify(data.config, null, 2)}\n`);
-  await done('adapter.json');
+  for (const name of await writeAdapterFiles(tmp, data.adapter, data.config)) await done(name);
   if (data.optimizer && data.trainer) {
     const t: StateDict = new Map();
     const { state, names } = data.optimizer;
@@ -261,23 +243,6 @@ export async function recoverCheckpoint(
     say(`removed ${p}: left over from an interrupted save`);
   }
   return { path: dir, manifest: found.manifest };
-}
-
-/** Reads an adapter (a checkpoint directory or its adapter.safetensors). */
-export async function loadAdapter(path: string): Promise<{ tensors: StateDict; config: AdapterConfig }> {
-  const file = path.endsWith('.safetensors') ? path : join(path, 'adapter.safetensors');
-  if (!existsSync(file)) throw new Error(`${file}: adapter not found`);
-  const { tensors, metadata } = await readSafetensors(file);
-  if (metadata.format !== 'sam2-lora-adapter' || !metadata.config) {
-    throw new Error(`${file}: not a sam2-lora adapter (missing format/config metadata)`);
-  }
-  let config: AdapterConfig;
-  try {
-    config = JSON.parse(metadata.config) as AdapterConfig;
-  } catch {
-    throw new Error(`${file}: adapter config metadata is not valid JSON`);
-  }
-  return { tensors, config };
 }
 
 /** Reads the resume state of a checkpoint directory written with optimizer state. */

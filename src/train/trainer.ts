@@ -21,14 +21,7 @@ import { add } from '../ops/add.js';
 import { scale } from '../ops/elementwise.js';
 import { bceWithLogits, diceLoss } from '../ops/loss.js';
 import { Rng } from '../util/random.js';
-import {
-  type AdapterConfig,
-  type CheckpointData,
-  type TrainerState,
-  findCheckpoint,
-  loadAdapter,
-  loadResumeState,
-} from './checkpoint.js';
+import { type CheckpointData, type TrainerState, findCheckpoint, loadResumeState } from './checkpoint.js';
 import { evaluate, microBatchSize, slice } from './evaluate.js';
 import type { SegMetrics } from './metrics.js';
 import { AdamW, clipGradNorm } from './optim.js';
@@ -36,6 +29,7 @@ import { renderCurves } from './plot.js';
 import { Progress, time } from './progress.js';
 import { RunDir } from './run-dir.js';
 import { lrFactor } from './schedule.js';
+import { type AdapterConfig, loadAdapter } from '../adapter/adapter.js';
 
 export type LossKind = 'dice' | 'bce' | 'bce+dice';
 
