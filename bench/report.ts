@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Ceilings } from './ceilings.js';
 import type { Timing } from './measure.js';
+import type { PeerOutcome, PeerRun } from './peer.js';
 import type { E2eRow } from './suites/e2e.js';
 import type { KernelRow, PeerResult } from './suites/kernels.js';
 
@@ -15,6 +16,8 @@ export interface BenchReport {
   format: 'sam2-lora-bench';
   version: 1;
   date: string;
+  /** git commit of the checkout (`-dirty` with local changes), null outside git. */
+  commit: string | null;
   quick: boolean;
   filter: string | null;
   sizes: number[];
@@ -32,7 +35,17 @@ export interface BenchReport {
   ceilings: Ceilings;
   kernels: (KernelRow & Derived)[];
   e2e: E2eRow[];
+  /** The PyTorch peer of the end-to-end rows (null when not run). */
+  peer: PeerOutcome | null;
+  /** 1-minute load average before/after our end-to-end rows and the peer (optional: older). */
+  load?: LoadRecord;
   notes: string[];
+}
+
+export interface LoadRecord {
+  cores: number;
+  ours: [number, number];
+  peer: [number, number] | null;
 }
 
 export interface Derived {
@@ -81,6 +94,7 @@ export function toMarkdown(rep: BenchReport): string {
   }
   L.push(`- date: ${rep.date}${rep.quick ? ' (quick run)' : ''}` +
     `${rep.filter ? `, filter \`${rep.filter}\`` : ''}`);
+  L.push(`- commit: ${rep.commit ?? 'unknown (not a git checkout)'}`);
   L.push(`- adapter: ${d.description} (${d.vendor}, ${d.architecture}), backend ${d.backend}`);
   L.push(`- times: ${d.timestampQuery ? 'GPU time from timestamp queries' : 'wall time (no ' +
     'timestamp-query)'}, median of tinybench samples; peers run on the same Dawn device`);
@@ -128,11 +142,12 @@ export function toMarkdown(rep: BenchReport): string {
   if (rep.e2e.length) {
     L.push('## End to end (Segmenter tiny, stride16 head)');
     L.push('');
-    L.push('| mode | phase | px | B | wall ms | images/s | GPU-busy ms | peak GPU MiB | ' +
-      'trainable params |');
-    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    L.push('| mode | phase | px | B | wall ms | min wall ms | images/s | GPU-busy ms | ' +
+      'peak GPU MiB | trainable params |');
+    L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of rep.e2e) {
       L.push(`| ${r.mode} | ${r.phase} | ${r.size} | ${r.batch} | ${f(r.wallMedianMs, 1)} | ` +
+        `${f(r.wallMinMs, 1)} | ` +
         `${f(r.imagesPerSec, 2)} | ${r.gpuMedianMs === null ? '-' : f(r.gpuMedianMs, 1)} | ` +
         `${(r.peakBytes / 2 ** 20).toFixed(0)} | ${r.trainableParams} |`);
     }
@@ -143,6 +158,7 @@ export function toMarkdown(rep: BenchReport): string {
       L.push('');
     }
   }
+  if (rep.peer) L.push(...peerMarkdown(rep.e2e, rep.peer));
   if (rep.notes.length) {
     L.push('## Notes');
     L.push('');
@@ -162,4 +178,62 @@ export function writeReports(rep: BenchReport, outDir: string): { json: string; 
   writeFileSync(json, `${JSON.stringify(rep, null, 2)}\n`);
   writeFileSync(md, toMarkdown(rep));
   return { json, md };
+}
+
+const PHASES = [['forward', 'forward'], ['train-step', 'train_step']] as const;
+
+/** Ours beside PyTorch per end-to-end row, then the LoRA step's breakdown beside its profile. */
+function peerMarkdown(e2e: E2eRow[], peer: PeerOutcome): string[] {
+  const L: string[] = [];
+  L.push('## Ours vs PyTorch (same machine, same run)');
+  L.push('');
+  if (!peer.runs.length) {
+    L.push(peer.errors.length ? peer.errors.join('; ') : 'PyTorch peer not run.');
+    L.push('');
+    return L;
+  }
+  const r0 = peer.runs[0];
+  L.push(`PyTorch ${r0.torch} eager fp32 on ${r0.device} (${r0.threads} thread(s)), ` +
+    `bench/peer/pytorch_step.py, run after ours. Ratio = PyTorch ms / ours ms (> 1: ours is ` +
+    'faster), of medians and of minimums (the least disturbed samples on a shared machine).');
+  L.push('');
+  L.push('| mode | phase | px | B | ours ms | ours min | PyTorch ms | PyTorch min | ' +
+    'ratio (median) | ratio (min) |');
+  L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const find = (size: number, batch: number): PeerRun | undefined =>
+    peer.runs.find((r) => r.size === size && r.batch === batch);
+  for (const r of e2e) {
+    const run = find(r.size, r.batch);
+    const m = run?.results.find((x) => x.mode === r.mode);
+    const ph = m ? m[PHASES.find(([ours]) => ours === r.phase)![1]] : undefined;
+    if (!ph) continue;
+    L.push(`| ${r.mode} | ${r.phase} | ${r.size} | ${r.batch} | ${f(r.wallMedianMs, 1)} | ` +
+      `${f(r.wallMinMs, 1)} | ${f(ph.median_ms, 1)} | ${f(ph.min_ms, 1)} | ` +
+      `${x(ph.median_ms / r.wallMedianMs)} | ${x(ph.min_ms / r.wallMinMs)} |`);
+  }
+  L.push('');
+  for (const r of e2e.filter((e) => e.mode === 'lora' && e.phase === 'train-step')) {
+    const prof = find(r.size, r.batch)?.results.find((x) => x.mode === 'lora')?.profile ?? [];
+    if (!r.breakdown.length && !prof.length) continue;
+    L.push(`### Per-step breakdown: LoRA train step, ${r.size} px batch ${r.batch}`);
+    L.push('');
+    const oursMs = r.breakdown.reduce((a, b) => a + b.ms, 0);
+    const oursCalls = r.breakdown.reduce((a, b) => a + b.calls, 0);
+    const torchMs = prof.reduce((a, b) => a + b.ms, 0);
+    L.push(`Ours: GPU ms per kernel family (timestamp queries, last iteration), ` +
+      `${f(oursMs, 1)} ms in ${oursCalls} dispatches. PyTorch: torch.profiler self CPU ms per ` +
+      `aten op over one step, ${f(torchMs, 1)} ms.`);
+    L.push('');
+    L.push('| # | ours: family | ms | dispatches | PyTorch: op | ms | calls |');
+    L.push('| ---: | --- | ---: | ---: | --- | ---: | ---: |');
+    const n = Math.min(14, Math.max(r.breakdown.length, prof.length));
+    for (let i = 0; i < n; i++) {
+      const o = r.breakdown[i];
+      const p = prof[i];
+      L.push(`| ${i + 1} | ${o ? o.family : ''} | ${o ? f(o.ms, 1) : ''} | ${o ? o.calls : ''} | ` +
+        `${p ? p.name : ''} | ${p ? f(p.ms, 1) : ''} | ${p ? p.calls : ''} |`);
+    }
+    L.push('');
+  }
+  return L;
 }

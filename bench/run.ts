@@ -3,13 +3,16 @@
  * end, then the JSON + Markdown reports. Everything runs on one Dawn device (ours), which the
  * TensorFlow.js peer shares.
  */
+import { spawnSync } from 'node:child_process';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/autograd/tensor.js';
 import { type Backend, PACKAGE_ROOT } from '../src/gpu/dawn.js';
 import { Gpu } from '../src/gpu/runtime.js';
 import { measureCeilings } from './ceilings.js';
 import type { Budget } from './measure.js';
-import { type BenchReport, derive, writeReports } from './report.js';
+import { type PeerOutcome, runPytorchPeer } from './peer.js';
+import { type BenchReport, type LoadRecord, derive, writeReports } from './report.js';
 import { type E2eRow, runE2e } from './suites/e2e.js';
 import { type SuiteContext, runKernelSuite } from './suites/kernels.js';
 import { type TfPeer, openTfjs } from './tfjs.js';
@@ -29,6 +32,12 @@ export interface BenchOptions {
   batches?: number[];
   /** Skip the TensorFlow.js peer. */
   noTfjs?: boolean;
+  /** End-to-end input sizes (default: GPU 512, quick 256; CPU fallback 128 and 256, quick 128). */
+  e2eSizes?: number[];
+  /** End-to-end batches (default: GPU 4, quick 1; CPU fallback 1). */
+  e2eBatches?: number[];
+  /** Skip the PyTorch peer (bench/peer/pytorch_step.py). */
+  noPeer?: boolean;
   /** Progress lines (default console.log). */
   log?: (s: string) => void;
 }
@@ -42,7 +51,37 @@ export interface BenchResult {
 export const FULL_BUDGET: Budget = { iterations: 25, timeMs: 250, warmupIterations: 3 };
 export const QUICK_BUDGET: Budget = { iterations: 2, timeMs: 0, warmupIterations: 1 };
 /** One warm-up (pipeline compilation) and one timed step: a CPU fallback needs seconds each. */
-const QUICK_E2E_BUDGET: Budget = { iterations: 1, timeMs: 0, warmupIterations: 1 };
+const QUICK_E2E_BUDGET: Budget = { iterations: 2, timeMs: 0, warmupIterations: 1 };
+const FULL_E2E_BUDGET: Budget = { iterations: 10, timeMs: 2000, warmupIterations: 2 };
+
+/** End-to-end sizes and batches: the options, else defaults sized for the adapter. */
+export function e2eShapes(opts: BenchOptions, cpuFallback: boolean) {
+  const quick = !!opts.quick;
+  const e2eSizes = opts.e2eSizes?.length ? opts.e2eSizes
+    : cpuFallback ? (quick ? [128] : [128, 256]) : quick ? [256] : [512];
+  const e2eBatches = opts.e2eBatches?.length ? opts.e2eBatches : cpuFallback || quick ? [1] : [4];
+  for (const s of e2eSizes) {
+    if (!Number.isInteger(s) || s <= 0 || s % 32 !== 0) {
+      throw new Error(`bench: end-to-end size ${s} is not a positive multiple of 32`);
+    }
+  }
+  for (const b of e2eBatches) {
+    if (!Number.isInteger(b) || b <= 0) {
+      throw new Error(`bench: end-to-end batch ${b} is not a positive integer`);
+    }
+  }
+  return { e2eSizes, e2eBatches };
+}
+
+/** The checked-out commit (with `-dirty` when the tree has changes), or null outside git. */
+function gitCommit(): string | null {
+  const git = (args: string[]) =>
+    spawnSync('git', args, { cwd: PACKAGE_ROOT, encoding: 'utf8', timeout: 10_000 });
+  const head = git(['rev-parse', 'HEAD']);
+  if (head.status !== 0) return null;
+  const dirty = git(['status', '--porcelain', '--untracked-files=no']).stdout?.trim();
+  return `${head.stdout.trim()}${dirty ? '-dirty' : ''}`;
+}
 
 export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
   const quick = !!opts.quick;
@@ -85,18 +124,41 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
     tf?.close();
     const tfVersion = tf?.version ?? null;
     tf = null;
-    // Quick: the smallest input SAM2's construction accepts (32 px: 8×8 tokens, one 8-window).
-    const e2eSize = quick ? 32 : 512;
-    const e2eBatch = quick ? 1 : 4;
-    let e2e: E2eRow[] = [];
-    try {
-      e2e = await runE2e(gpu, engine, { size: e2eSize, batch: e2eBatch, modes: ['head', 'lora'],
-        budget: quick ? QUICK_E2E_BUDGET : { iterations: 10, timeMs: 2000, warmupIterations: 2 },
-        filter, log });
-    } catch (err) {
-      const msg = `end to end at ${e2eSize} px batch ${e2eBatch} failed: ${(err as Error).message}`;
-      notes.push(msg);
-      log(msg);
+    const { e2eSizes, e2eBatches } = e2eShapes(opts, info.cpuFallback);
+    const e2e: E2eRow[] = [];
+    // Other processes on the machine slow both sides: the 1-minute load average around each.
+    const load: LoadRecord = { cores: availableParallelism(), ours: [loadavg()[0], 0],
+      peer: null };
+    for (const e2eSize of e2eSizes) {
+      for (const e2eBatch of e2eBatches) {
+        try {
+          e2e.push(...await runE2e(gpu, engine, { size: e2eSize, batch: e2eBatch,
+            modes: ['head', 'lora'], budget: quick ? QUICK_E2E_BUDGET : FULL_E2E_BUDGET,
+            filter, log }));
+        } catch (err) {
+          const msg = `end to end at ${e2eSize} px batch ${e2eBatch} failed: ` +
+            (err as Error).message;
+          notes.push(msg);
+          log(msg);
+        }
+      }
+    }
+    load.ours[1] = loadavg()[0];
+    // The PyTorch peer runs after our rows (not beside them), so the two never share the cores.
+    let peer: PeerOutcome | null = null;
+    if (!opts.noPeer && e2e.length) {
+      const before = loadavg()[0];
+      peer = runPytorchPeer({ sizes: e2eSizes, batches: e2eBatches,
+        device: info.cpuFallback ? 'cpu' : undefined, steps: quick ? 3 : 10,
+        warmup: quick ? 1 : 3, log });
+      load.peer = [before, loadavg()[0]];
+      notes.push(...peer.errors);
+    }
+    if (e2e.length) {
+      const at = (l: [number, number] | null) => (l ? `${l[0].toFixed(1)} → ${l[1].toFixed(1)}` : '-');
+      notes.push(`1-minute load average on ${load.cores} cores: ${at(load.ours)} over our ` +
+        `end-to-end rows, ${at(load.peer)} over the PyTorch peer (above the core count, other ` +
+        'processes shared the cores and the times are inflated).');
     }
     if (tfVersion) {
       notes.push('tfjs attention runs on q, k, v already split per head (its most favourable ' +
@@ -105,7 +167,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
     }
     notes.push('Backward rows time one op\'s backward rule (gradients it returns, as in the LoRA ' +
       'training step); the forward that records its tape node is untimed.');
-    notes.push('Peers are forward only.');
+    notes.push('Kernel-suite peers are forward only; the PyTorch peer times whole steps.');
     if (gpu.info.cpuFallback) {
       notes.push('CPU fallback: lavapipe runs WGSL on the CPU; use these numbers only as a smoke ' +
         'test of the bench itself.');
@@ -114,6 +176,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
       format: 'sam2-lora-bench',
       version: 1,
       date: new Date().toISOString(),
+      commit: gitCommit(),
       quick,
       filter: opts.filter ?? null,
       sizes,
@@ -131,6 +194,8 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
       ceilings,
       kernels: kernels.map((r) => derive(r, ceilings)),
       e2e,
+      peer,
+      load,
       notes,
     };
     const out = opts.out ?? join(PACKAGE_ROOT, 'bench', 'results');

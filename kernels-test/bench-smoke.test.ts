@@ -19,7 +19,10 @@ describe('bench --quick', () => {
       quick: true,
       out,
       // One compute-bound row with both peers, one memory-bound backward row, and the cheapest
-      // end-to-end row (head-mode forward at the quick 32 px).
+      // end-to-end row (head-mode forward at 32 px, the smallest the model accepts); the
+      // PyTorch peer has its own report test (bench-report.test.ts).
+      e2eSizes: [32],
+      noPeer: true,
       filter: '^(matmul/256px-b1/s0\\.qkv/fwd|layer_norm/256px-b1/s0\\.norm/bwd|' +
         'e2e/.*/head/forward)',
     });
@@ -27,6 +30,8 @@ describe('bench --quick', () => {
     expect(existsSync(md)).toBe(true);
     const rep = JSON.parse(readFileSync(json, 'utf8'));
     expect(rep.format).toBe('sam2-lora-bench');
+    expect(rep).toHaveProperty('commit');
+    expect(rep.peer).toBeNull();
     expect(positive(rep.ceilings.gflops)).toBe(true);
     expect(positive(rep.ceilings.gbps)).toBe(true);
     expect(rep.kernels.length).toBe(2);

@@ -295,3 +295,64 @@ fn colsum(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: 
   for (var j = 0u; j < CS_Y; j++) { tot += cs_part[j * CS_X + lid.x]; }
   cs_out[wid.y * p.cols + c] = tot;
 }
+
+// ---- im2col / col2im: conv2d as matmul products (the CPU-adapter path, src/kernels/conv.ts) --
+// cols[p, j] (row length ldc) for p < P = B*Ho*Wo: j = (ci*kh + ky)*kw + kx < K = Cin*kh*kw, the
+// weight's own flat order, so W [Cout, K] is the other operand as it is stored; j >= K (padding
+// of ldc up to a multiple of 4 for vec4 loads) and taps outside the image are 0.
+// col2im is its adjoint in gather form: dx[b, iy, ix, ci] = sum over the taps (ky, kx) whose
+// output pixel exists of dcols[p, j]; one thread per dx element, so no atomics.
+@group(0) @binding(0) var<storage, read> ic_in: array<f32>;
+@group(0) @binding(1) var<storage, read_write> ic_out: array<f32>;
+@group(0) @binding(2) var<uniform> ic_p: ColParams;
+
+const IC_WG = 64u;
+
+@compute @workgroup_size(IC_WG)
+fn im2col(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = sl_flat_index(gid, nwg, IC_WG);
+  let p = i / ic_p.ldc;
+  let j = i % ic_p.ldc;
+  let hw = ic_p.ho * ic_p.wo;
+  if (p >= ic_p.b * hw) { return; }
+  var v = 0.0;
+  if (j < ic_p.cin * ic_p.kh * ic_p.kw) {
+    let ci = j / (ic_p.kh * ic_p.kw);
+    let r = j % (ic_p.kh * ic_p.kw);
+    let bi = p / hw;
+    let q = p % hw;
+    let iy = i32((q / ic_p.wo) * ic_p.stride + r / ic_p.kw) - i32(ic_p.pad);
+    let ix = i32((q % ic_p.wo) * ic_p.stride + r % ic_p.kw) - i32(ic_p.pad);
+    if (iy >= 0 && iy < i32(ic_p.h) && ix >= 0 && ix < i32(ic_p.w)) {
+      v = ic_in[((bi * ic_p.h + u32(iy)) * ic_p.w + u32(ix)) * ic_p.cin + ci];
+    }
+  }
+  ic_out[i] = v;
+}
+
+@compute @workgroup_size(IC_WG)
+fn col2im(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = sl_flat_index(gid, nwg, IC_WG);
+  if (i >= ic_p.b * ic_p.h * ic_p.w * ic_p.cin) { return; }
+  let ci = i % ic_p.cin;
+  let pix = i / ic_p.cin;
+  let ix = pix % ic_p.w;
+  let iy = (pix / ic_p.w) % ic_p.h;
+  let bi = pix / (ic_p.w * ic_p.h);
+  var s = 0.0;
+  for (var ky = 0u; ky < ic_p.kh; ky++) {
+    let ty = i32(iy + ic_p.pad) - i32(ky);
+    if (ty < 0 || u32(ty) % ic_p.stride != 0u) { continue; }
+    let oy = u32(ty) / ic_p.stride;
+    if (oy >= ic_p.ho) { continue; }
+    for (var kx = 0u; kx < ic_p.kw; kx++) {
+      let tx = i32(ix + ic_p.pad) - i32(kx);
+      if (tx < 0 || u32(tx) % ic_p.stride != 0u) { continue; }
+      let ox = u32(tx) / ic_p.stride;
+      if (ox >= ic_p.wo) { continue; }
+      let p = (bi * ic_p.ho + oy) * ic_p.wo + ox;
+      s += ic_in[p * ic_p.ldc + (ci * ic_p.kh + ky) * ic_p.kw + kx];
+    }
+  }
+  ic_out[i] = s;
+}

@@ -66,6 +66,16 @@ class LoRALinear(nn.Module):
         return y
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v; torch < 2.0 (Debian's 1.13) has no fused
+    F.scaled_dot_product_attention, so it runs as the three eager ops it would be there."""
+    fused = getattr(F, "scaled_dot_product_attention", None)
+    if fused is not None:
+        return fused(q, k, v)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    return torch.matmul(scores.softmax(-1), v)
+
+
 def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """[B, H, W, C] -> [B * nWin, ws, ws, C], zero-padding H and W up to multiples of ws."""
     b, h, w, c = x.shape
@@ -106,8 +116,7 @@ class MultiScaleAttention(nn.Module):
             q = pool_nhwc(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2))
+        out = sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
 
@@ -275,6 +284,24 @@ def timed(fn, steps: int, warmup: int, device: torch.device) -> list[float]:
     return times
 
 
+def profile_step(fn, device: torch.device) -> list[dict]:
+    """torch.profiler op totals of one training step (after the timed ones): self time per
+    aten op, ms, and call count, largest first. CPU time on CPU, CUDA time on a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        us = e.self_cuda_time_total if device.type == "cuda" else e.self_cpu_time_total
+        if us > 0:
+            rows.append({"name": e.key, "ms": us / 1000, "calls": e.count})
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
 def run_mode(mode: str, args: argparse.Namespace, device: torch.device) -> dict:
     torch.manual_seed(0)
     model, trainable = build(mode, device)
@@ -303,9 +330,13 @@ def run_mode(mode: str, args: argparse.Namespace, device: torch.device) -> dict:
         med = statistics.median(t)
         result[phase] = {
             "median_ms": med * 1000,
+            "min_ms": min(t) * 1000,
+            "samples": len(t),
             "images_per_sec": args.batch / med,
             "peak_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
         }
+    if args.profile and mode == "lora":
+        result["profile"] = profile_step(train_step, device)
     del model, opt
     if cuda:
         torch.cuda.empty_cache()
@@ -321,12 +352,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 (default: strict fp32)")
+    ap.add_argument("--profile", action="store_true",
+                    help="add torch.profiler op totals of one LoRA training step")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch.set_num_threads (default: torch's own choice)")
     args = ap.parse_args(argv)
     if args.size % 32:
         ap.error("--size must be a multiple of 32")
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     report = {
         "peer": "pytorch-eager-fp32",
         "torch": torch.__version__,
@@ -334,6 +371,7 @@ def main(argv: list[str]) -> int:
         "size": args.size,
         "batch": args.batch,
         "tf32": args.tf32,
+        "threads": torch.get_num_threads(),
         "results": [run_mode(m, args, device) for m in args.modes.split(",") if m],
     }
     print(json.dumps(report, indent=2))

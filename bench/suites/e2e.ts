@@ -21,6 +21,8 @@ export interface E2eRow {
   batch: number;
   /** Median wall ms per iteration (record + submit + wait). */
   wallMedianMs: number;
+  /** Fastest iteration's wall ms (the least disturbed by other load on a shared machine). */
+  wallMinMs: number;
   imagesPerSec: number;
   /** Median summed kernel time per iteration, ms (null without timestamp queries). */
   gpuMedianMs: number | null;
@@ -30,6 +32,21 @@ export interface E2eRow {
   samples: number;
   /** The last iteration's most expensive kernels (GPU ms summed per kernel name). */
   topKernels: { name: string; ms: number; calls: number }[];
+  /** The last iteration per kernel family (`matmul`, `attention`, ...): GPU ms, dispatches. */
+  breakdown: { family: string; ms: number; calls: number }[];
+}
+
+/** Kernel timings summed per family (the part of the kernel name before the dot). */
+export function byFamily(kernels: { name: string; ms: number; calls: number }[]) {
+  const fam = new Map<string, { family: string; ms: number; calls: number }>();
+  for (const k of kernels) {
+    const family = k.name.split('.')[0];
+    const e = fam.get(family) ?? { family, ms: 0, calls: 0 };
+    e.ms += k.ms;
+    e.calls += k.calls;
+    fam.set(family, e);
+  }
+  return [...fam.values()].sort((a, b) => b.ms - a.ms);
 }
 
 function fill(n: number, seed: number): Float32Array {
@@ -93,7 +110,7 @@ export async function runE2e(gpu: Gpu, engine: Engine, opts: { size: number; bat
         await gpu.sync();
         gpu.pool.resetPeak();
         const gpuMs: number[] = [];
-        let top: E2eRow['topKernels'] = [];
+        let all: E2eRow['topKernels'] = [];
         const t = await measure({
           name: id,
           run: async () => {
@@ -105,8 +122,8 @@ export async function runE2e(gpu: Gpu, engine: Engine, opts: { size: number; bat
             }
             await gpu.sync();
             if (hasTs) {
-              top = [...gpu.timings].map(([name, k]) => ({ name, ms: k.totalNs / 1e6,
-                calls: k.count })).sort((a, b) => b.ms - a.ms).slice(0, 8);
+              all = [...gpu.timings].map(([name, k]) => ({ name, ms: k.totalNs / 1e6,
+                calls: k.count })).sort((a, b) => b.ms - a.ms);
               gpuMs.push(drainGpuTimings(gpu));
             }
             // Wall time is the figure here: returning null keeps tinybench on it.
@@ -115,9 +132,10 @@ export async function runE2e(gpu: Gpu, engine: Engine, opts: { size: number; bat
         }, budget);
         const wall = t.medianMs;
         const row: E2eRow = {
-          id, mode, phase, size, batch, wallMedianMs: wall, imagesPerSec: batch / (wall / 1000),
+          id, mode, phase, size, batch, wallMedianMs: wall, wallMinMs: t.minMs, imagesPerSec: batch / (wall / 1000),
           gpuMedianMs: median(gpuMs.slice(-t.samples)), peakBytes: gpu.pool.stats.peakLiveBytes,
-          trainableParams: nTrain, samples: t.samples, topKernels: top,
+          trainableParams: nTrain, samples: t.samples, topKernels: all.slice(0, 8),
+          breakdown: byFamily(all),
         };
         rows.push(row);
         opts.log(`${id.padEnd(48)} ${wall.toFixed(1).padStart(9)} ms  ` +

@@ -23,6 +23,14 @@ export interface BenchCliOptions {
   adapter?: string;
   /** Force a WebGPU backend. */
   backend?: string;
+  /** End-to-end input sizes (default: GPU 512, quick 256; CPU fallback 128 and 256, quick 128). */
+  e2eSizes?: number[];
+  /** End-to-end batches (default: GPU 4, quick 1; CPU fallback 1). */
+  e2eBatches?: number[];
+  /** Skip the PyTorch peer (bench/peer/pytorch_step.py). */
+  noPeer?: boolean;
+  /** Skip the TensorFlow.js peer. */
+  noTfjs?: boolean;
 }
 
 /** Where the reports went. */

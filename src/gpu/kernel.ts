@@ -63,6 +63,20 @@ const WGSL_RESERVED = new Set(
 );
 
 /**
+ * WGSL every family's module starts with (after its uniform structs): helpers that kernels
+ * would otherwise each spell out. Names carry the `sl_` prefix so they never collide with a
+ * family's own.
+ */
+export const WGSL_PRELUDE = `
+// ---- prelude (src/gpu/kernel.ts) ----
+// Index of a thread in a 1-D launch of workgroups of size wg whose grid Gpu.grid folded into y
+// past the per-dimension limit (threads past the end get indices >= the count: check them).
+fn sl_flat_index(gid: vec3u, nwg: vec3u, wg: u32) -> u32 {
+  return gid.x + gid.y * nwg.x * wg;
+}
+`;
+
+/**
  * A kernel family: `file`.wgsl in shaders/ (or in `dir`, e.g. the bench's own shaders; the
  * family key then carries that folder so pipelines never collide).
  */
@@ -92,7 +106,7 @@ export function defineShader(
             return `struct ${name} {\n${body}\n}`;
           })
           .join('\n');
-        cached = `${decls}\n${readFileSync(join(dir, `${file}.wgsl`), 'utf8')}`;
+        cached = `${decls}\n${WGSL_PRELUDE}\n${readFileSync(join(dir, `${file}.wgsl`), 'utf8')}`;
       }
       return cached;
     },

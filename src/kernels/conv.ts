@@ -1,6 +1,14 @@
-/** Launchers for shaders/conv.wgsl: implicit-GEMM conv2d forward, input/weight/bias gradients. */
+/**
+ * Launchers for shaders/conv.wgsl: conv2d forward, input/weight/bias gradients. Two paths:
+ * `implicit` (implicit GEMMs tiled through workgroup memory, the GPU path) and `gemm` (im2col /
+ * col2im around matmul's products, the CPU-adapter path: lavapipe runs workgroup-memory tiles
+ * slowly, and matmul_regs is its fastest product).
+ */
 import { defineShader } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
+import { copyCols } from './copy.js';
+import { fill } from './elementwise.js';
+import { matmul } from './matmul.js';
 
 /** Threads per workgroup along n (x) and m (y); each thread computes a 4x4 block. */
 const WGX = 16;
@@ -31,7 +39,75 @@ export const conv = defineShader('conv', {
     chunk: 'u32',
   },
   ColsumParams: { rows: 'u32', cols: 'u32', rpw: 'u32' },
+  ColParams: {
+    b: 'u32',
+    h: 'u32',
+    w: 'u32',
+    cin: 'u32',
+    ho: 'u32',
+    wo: 'u32',
+    kh: 'u32',
+    kw: 'u32',
+    stride: 'u32',
+    pad: 'u32',
+    ldc: 'u32',
+  },
 });
+
+export const im2colKernel = conv.kernel({
+  name: 'conv.im2col',
+  entry: 'im2col',
+  params: 'ColParams',
+  bindings: ['x', 'cols'],
+});
+
+export const col2imKernel = conv.kernel({
+  name: 'conv.col2im',
+  entry: 'col2im',
+  params: 'ColParams',
+  bindings: ['dcols', 'dx'],
+});
+
+const IC_WG = 64;
+
+/** `implicit`: the conv kernels; `gemm`: im2col/col2im + matmul (see the file comment). */
+export type ConvPath = 'implicit' | 'gemm';
+
+/** gemm on CPU adapters (selected by adapter type, like matmul's `regs`), implicit on GPUs. */
+export function defaultConvPath(gpu: Gpu): ConvPath {
+  return gpu.info.cpuFallback ? 'gemm' : 'implicit';
+}
+
+const isDirect = (d: ConvDims) => d.kh === 1 && d.kw === 1 && d.stride === 1 && d.pad === 0;
+/** Row length of im2col's matrix: K = Cin*kh*kw rounded up to a multiple of 4 (vec4 loads). */
+const colLd = (d: ConvDims) => Math.ceil((d.cin * d.kh * d.kw) / 4) * 4;
+
+function colParams(d: ConvDims) {
+  const [ho, wo] = convOutSize(d);
+  const { b, h, w, cin, kh, kw, stride, pad } = d;
+  return { b, h, w, cin, ho, wo, kh, kw, stride, pad, ldc: colLd(d) };
+}
+
+/** im2col(x) into a fresh [B*Ho*Wo, ldc] buffer (caller frees). */
+function im2col(gpu: Gpu, x: GPUBuffer, d: ConvDims): GPUBuffer {
+  const p = colParams(d);
+  const n = d.b * p.ho * p.wo * p.ldc;
+  checkBinding(gpu, 'conv2d im2col', n);
+  const cols = gpu.alloc(n * 4, 'conv.cols');
+  gpu.run(im2colKernel, { buffers: [x, cols], params: p, grid: gpu.grid(n, IC_WG) });
+  return cols;
+}
+
+/** The weight as [Cout, ldc] (zero columns past K); the weight itself when K is aligned. */
+function paddedWeight(gpu: Gpu, weight: GPUBuffer, d: ConvDims): GPUBuffer {
+  const K = d.cin * d.kh * d.kw;
+  const ldc = colLd(d);
+  if (ldc === K) return weight;
+  const wp = gpu.alloc(d.cout * ldc * 4, 'conv.weight_padded');
+  fill(gpu, wp, d.cout * ldc, 0);
+  copyCols(gpu, weight, wp, d.cout, K, K, 0, ldc, 0);
+  return wp;
+}
 
 const tiles = { WGX, WGY, TK };
 
@@ -123,11 +199,27 @@ export function conv2dForward(
   bias: GPUBuffer | null,
   y: GPUBuffer,
   d: ConvDims,
+  path?: ConvPath,
 ): void {
   const [ho, wo] = convOutSize(d);
   const rows = d.b * ho * wo;
   checkBinding(gpu, 'conv2d x', d.b * d.h * d.w * d.cin);
   checkBinding(gpu, 'conv2d y', rows * d.cout);
+  if ((path ?? defaultConvPath(gpu)) === 'gemm') {
+    // y [P, Cout] = cols [P, K] · W [Cout, K]ᵀ + bias; a 1x1 conv's cols are x itself.
+    if (isDirect(d) && d.cin % 4 === 0) {
+      matmul(gpu, { a: x, b: weight, c: y, M: rows, N: d.cout, K: d.cin, transB: true, bias });
+      return;
+    }
+    if (!isDirect(d)) {
+      const cols = im2col(gpu, x, d);
+      const wp = paddedWeight(gpu, weight, d);
+      matmul(gpu, { a: cols, b: wp, c: y, M: rows, N: d.cout, K: colLd(d), transB: true, bias });
+      gpu.free(cols);
+      if (wp !== weight) gpu.free(wp);
+      return;
+    }
+  }
   runRows(gpu, rows, d.cout, (m0, gx, gy) => {
     gpu.run(convFwdKernel, {
       // Without a bias the weight stands in for the unused binding (both are read-only).
@@ -145,9 +237,32 @@ export function conv2dBackwardInput(
   weight: GPUBuffer,
   dx: GPUBuffer,
   d: ConvDims,
+  path?: ConvPath,
 ): void {
   const rows = d.b * d.h * d.w;
   checkBinding(gpu, 'conv2d dx', rows * d.cin);
+  // matmul's vec4 loads of dy [P, Cout] need Cout % 4 == 0 (else the implicit kernel is faster).
+  if ((path ?? defaultConvPath(gpu)) === 'gemm' && d.cout % 4 === 0) {
+    if (isDirect(d) && d.cin % 4 === 0) {
+      // dx [P, Cin] = dy [P, Cout] · W [Cout, Cin].
+      matmul(gpu, { a: dy, b: weight, c: dx, M: rows, N: d.cin, K: d.cout });
+      return;
+    }
+    if (!isDirect(d)) {
+      // dcols [P, ldc] = dy · W [Cout, ldc], then col2im sums each dx element's taps.
+      const p = colParams(d);
+      const P = d.b * p.ho * p.wo;
+      checkBinding(gpu, 'conv2d dcols', P * p.ldc);
+      const dcols = gpu.alloc(P * p.ldc * 4, 'conv.dcols');
+      const wp = paddedWeight(gpu, weight, d);
+      matmul(gpu, { a: dy, b: wp, c: dcols, M: P, N: p.ldc, K: d.cout });
+      const n = rows * d.cin;
+      gpu.run(col2imKernel, { buffers: [dcols, dx], params: p, grid: gpu.grid(n, IC_WG) });
+      gpu.free(dcols);
+      if (wp !== weight) gpu.free(wp);
+      return;
+    }
+  }
   runRows(gpu, rows, d.cin, (m0, gx, gy) => {
     gpu.run(convDxKernel, { buffers: [dy, weight, dx], params: params(d, { m0 }), grid: [gx, gy] });
   });
@@ -166,7 +281,8 @@ export function weightGradSplits(d: ConvDims): number {
 
 /**
  * dW [cout, cin, kh, kw] = sum over (b, oy, ox) of dy ⊗ im2col(x). With `splits` > 1 each slice
- * of the reduction writes a partial dW into scratch and colsum adds them.
+ * of the reduction writes a partial dW into scratch and colsum adds them (implicit path; giving
+ * `splits` selects that path unless `path` says otherwise; the gemm path lets matmul split).
  */
 export function conv2dBackwardWeight(
   gpu: Gpu,
@@ -174,11 +290,31 @@ export function conv2dBackwardWeight(
   x: GPUBuffer,
   dw: GPUBuffer,
   d: ConvDims,
-  splits = weightGradSplits(d),
+  splitsArg?: number,
+  path?: ConvPath,
 ): void {
   const [ho, wo] = convOutSize(d);
   const rows = d.b * ho * wo;
   const kk = d.kh * d.kw * d.cin;
+  const chosen = path ?? (splitsArg !== undefined ? 'implicit' : defaultConvPath(gpu));
+  // dW [Cout, ldc] = dy [P, Cout]ᵀ · cols [P, ldc]: vec4 loads of dy along Cout need Cout % 4 == 0.
+  if (chosen === 'gemm' && d.cout % 4 === 0 && (!isDirect(d) || d.cin % 4 === 0)) {
+    if (isDirect(d)) {
+      matmul(gpu, { a: dy, b: x, c: dw, M: d.cout, N: d.cin, K: rows, transA: true });
+      return;
+    }
+    const ldc = colLd(d);
+    const cols = im2col(gpu, x, d);
+    const dwp = ldc === kk ? dw : gpu.alloc(d.cout * ldc * 4, 'conv.dw_padded');
+    matmul(gpu, { a: dy, b: cols, c: dwp, M: d.cout, N: ldc, K: rows, transA: true });
+    if (dwp !== dw) {
+      copyCols(gpu, dwp, dw, d.cout, kk, ldc, 0, kk, 0);
+      gpu.free(dwp);
+    }
+    gpu.free(cols);
+    return;
+  }
+  const splits = splitsArg ?? weightGradSplits(d);
   const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
   const chunk = Math.ceil(Math.ceil(rows / splits) / TK) * TK;
   const s = Math.ceil(rows / chunk);
