@@ -16,10 +16,11 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '../src/data/synthetic.js';
 import { closeGpu } from '../src/gpu/runtime.js';
-import { findCheckpoint, loadResumeState } from '../src/train/checkpoint.js';
+import { loadResumeState } from '../src/train/checkpoint.js';
 import { LOCK_FILE, RunDir } from '../src/train/run-dir.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { loadAdapter } from '../src/adapter/adapter.js';
+import { findCheckpoint } from '../src/adapter/manifest.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIST = join(REPO, 'dist');

@@ -14,12 +14,12 @@ import { openDataset } from '../src/data/dataset.js';
 import { writeSyntheticDataset } from '../src/data/synthetic.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { predictFiles } from '../src/predict/predict.js';
-import { findCheckpoint } from '../src/train/checkpoint.js';
 import { LOCK_FILE } from '../src/train/run-dir.js';
 import { evaluate } from '../src/train/evaluate.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { expectClose } from './helpers.js';
 import { loadAdapter, modelFromAdapter } from '../src/adapter/adapter.js';
+import { findCheckpoint } from '../src/adapter/manifest.js';
 
 let dir: string;
 let data: string;

@@ -9,9 +9,10 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CheckpointData, findCheckpoint, loadResumeState, recoverCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
+import { type CheckpointData, loadResumeState, recoverCheckpoint, saveCheckpoint } from '../src/train/checkpoint.js';
 import { LOCK_FILE, RunDir } from '../src/train/run-dir.js';
 import { type AdapterConfig, loadAdapter } from '../src/adapter/adapter.js';
+import { findCheckpoint } from '../src/adapter/manifest.js';
 
 let root: string;
 let n = 0;

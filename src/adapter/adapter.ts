@@ -14,6 +14,7 @@ import { fileError } from '../io/fs-errors.js';
 import type { StateDict } from '../io/pt.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
+import { candidates, findCheckpoint } from './manifest.js';
 import { Segmenter, type SegmenterConfig } from '../model/segmenter.js';
 
 /** A user-facing problem with an adapter file (the CLI prints the message alone). */
@@ -49,10 +50,37 @@ export async function writeAdapterFiles(
   return ['adapter.safetensors', 'adapter.json'];
 }
 
-/** Reads an adapter (a checkpoint directory or its adapter.safetensors). */
-export async function loadAdapter(path: string): Promise<{ tensors: StateDict; config: AdapterConfig }> {
-  const file = path.endsWith('.safetensors') ? path : join(path, 'adapter.safetensors');
-  if (!existsSync(file)) throw new AdapterError(`${file}: adapter not found`);
+/**
+ * The adapter file to read for `path` (a checkpoint folder or its adapter.safetensors). A folder
+ * with a manifest is verified (sizes and sha256: a corrupt or half-copied adapter is refused,
+ * naming the file). When a save into the folder was interrupted, the newest complete folder the
+ * save left (`X.old-*`, `X.tmp-*`) is read instead, with a note; nothing is moved (the run's next
+ * `--resume` puts it back in place).
+ */
+export async function locateAdapter(path: string, say: (s: string) => void = console.warn): Promise<string> {
+  if (path.endsWith('.safetensors')) return adapterFile(path);
+  const own = existsSync(join(path, 'adapter.safetensors'));
+  if (!own && candidates(path).every((p) => p === path)) return adapterFile(path);
+  let found;
+  try {
+    found = await findCheckpoint(path);
+  } catch (e) {
+    throw new AdapterError((e as Error).message);
+  }
+  if (!found) return adapterFile(path);
+  if (found.found.path !== path) {
+    say(`${path}: a save into it was interrupted; reading the complete checkpoint ` +
+      `${found.found.path} (step ${found.found.manifest?.step}) instead`);
+  }
+  return join(found.found.path, 'adapter.safetensors');
+}
+
+/** Reads an adapter (a checkpoint folder or its adapter.safetensors; see locateAdapter). */
+export async function loadAdapter(
+  path: string,
+  say?: (s: string) => void,
+): Promise<{ tensors: StateDict; config: AdapterConfig; file: string }> {
+  const file = await locateAdapter(path, say);
   const { tensors, metadata } = await readSafetensors(file);
   if (metadata.format !== 'sam2-lora-adapter' || !metadata.config) {
     throw new AdapterError(`${file}: not a sam2-lora adapter (missing format/config metadata)`);
@@ -63,7 +91,7 @@ export async function loadAdapter(path: string): Promise<{ tensors: StateDict; c
   } catch {
     throw new AdapterError(`${file}: adapter config metadata is not valid JSON`);
   }
-  return { tensors, config };
+  return { tensors, config, file };
 }
 
 export interface LoadedModel {
@@ -124,8 +152,7 @@ export async function modelFromAdapter(
   adapterPath: string,
   opts: { checkpoint?: string; adapter?: AdapterChoice },
 ): Promise<LoadedModel> {
-  const file = adapterFile(adapterPath);
-  const { tensors, config } = await loadAdapter(adapterPath);
+  const { tensors, config, file } = await loadAdapter(adapterPath);
   checkFinite(tensors, file);
   const engine = new Engine(await getGpu(opts.adapter));
   const model = new Segmenter(engine, config.segmenter);

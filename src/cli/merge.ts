@@ -14,10 +14,11 @@ import type { StateDict } from '../io/pt.js';
 import { writePeftAdapter } from '../io/peft.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { closeGpu } from '../gpu/runtime.js';
-import { adapterFile, loadAdapter, modelFromAdapter } from '../adapter/adapter.js';
+import { loadAdapter, modelFromAdapter } from '../adapter/adapter.js';
 import { foldLora } from '../adapter/fold.js';
 import { toPeft } from '../adapter/peft.js';
-import { UsageError } from './common.js';
+import { type GpuCliOptions, UsageError, gpuChoice } from './common.js';
+import { wroteLine } from './output.js';
 
 /** A path with symlinks resolved as far as it exists (outputs usually do not exist yet). */
 function canonical(path: string): string {
@@ -95,7 +96,7 @@ export function replaceEncoder(base: StateDict, encoder: StateDict, source: stri
   return out;
 }
 
-export interface MergeOptions {
+export interface MergeOptions extends GpuCliOptions {
   adapter: string;
   out: string;
   checkpoint?: string;
@@ -115,15 +116,14 @@ export async function mergeCommand(o: MergeOptions): Promise<MergeResult> {
   if (!isPt && !o.out.endsWith('.safetensors')) {
     throw new UsageError(`--out must end in .pt, .pth or .safetensors, got ${o.out}`);
   }
-  const file = adapterFile(o.adapter);
-  const { config } = await loadAdapter(file);
+  const { config, file } = await loadAdapter(o.adapter);
   const base = o.checkpoint ?? config.baseCheckpoint;
   const head = headPath(o.out);
   refuseOverwrite('merge', [o.out, head], [
     { path: dirname(file), what: 'the adapter folder' },
     ...(base ? [{ path: base, what: 'the base checkpoint' }] : []),
   ]);
-  const { model } = await modelFromAdapter(o.adapter, { checkpoint: o.checkpoint });
+  const { model } = await modelFromAdapter(o.adapter, { checkpoint: o.checkpoint, adapter: gpuChoice(o) });
   try {
     const sd = await model.stateDict();
     const lora = config.segmenter.lora;
@@ -153,6 +153,7 @@ export async function mergeCommand(o: MergeOptions): Promise<MergeResult> {
       console.warn(`${base}: ${converted.length} tensors were not float32 (e.g. ${converted[0]}); ` +
         'they are written as float32 with the same values');
     }
+    console.log(wroteLine(headSd.size ? [o.out, head] : [o.out]));
     return { keys: merged.size, encoderKeys: encoder.size, loraLayers: layers,
       head: headSd.size ? head : null, base: base ?? null };
   } finally {
@@ -161,14 +162,14 @@ export async function mergeCommand(o: MergeOptions): Promise<MergeResult> {
 }
 
 export async function exportCommand(o: { adapter: string; out: string }): Promise<void> {
-  const file = adapterFile(o.adapter);
+  const { tensors, config, file } = await loadAdapter(o.adapter);
   refuseOverwrite('export', [o.out], [{ path: dirname(file), what: 'the adapter folder' }]);
-  const { tensors, config } = await loadAdapter(file);
   const { peft, head } = toPeft(tensors, config, o.adapter);
   const baseModel = peft.config.baseModel;
   await writePeftAdapter(o.out, peft);
   if (head.size) await writeSafetensors(join(o.out, 'head.safetensors'), head);
-  console.log(`PEFT adapter written to ${o.out} (adapter_model.safetensors, adapter_config.json` +
-    `${head.size ? ', head.safetensors' : ''}); base model: ${baseModel ?? 'none (random ' +
+  console.log(`PEFT adapter in ${o.out}; base model: ${baseModel ?? 'none (random ' +
       'initialisation: the adapter only fits the encoder rebuilt from its seed)'}`);
+  const names = ['adapter_model.safetensors', 'adapter_config.json', ...(head.size ? ['head.safetensors'] : [])];
+  console.log(wroteLine(names.map((n) => join(o.out, n))));
 }

@@ -8,13 +8,8 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSyn
   writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import {
-  type CheckpointData,
-  type FoundCheckpoint,
-  findCheckpoint,
-  recoverCheckpoint,
-  saveCheckpoint,
-} from './checkpoint.js';
+import { type CheckpointData, recoverCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { findCheckpoint, type FoundCheckpoint } from '../adapter/manifest.js';
 
 export const LOCK_FILE = 'run.lock';
 

@@ -12,7 +12,7 @@ import { BatchLoader } from '../data/loader.js';
 import { type BadSample, checkSamples } from '../data/decode.js';
 import type { AdapterChoice } from '../gpu/dawn.js';
 import { GpuError } from '../gpu/errors.js';
-import { getGpu, type Gpu } from '../gpu/runtime.js';
+import { Gpu, getGpu } from '../gpu/runtime.js';
 import type { StateDict } from '../io/pt.js';
 import { globalNormAndCoef } from '../kernels/optim.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
@@ -21,15 +21,17 @@ import { add } from '../ops/add.js';
 import { scale } from '../ops/elementwise.js';
 import { bceWithLogits, diceLoss } from '../ops/loss.js';
 import { Rng } from '../util/random.js';
-import { type CheckpointData, type TrainerState, findCheckpoint, loadResumeState } from './checkpoint.js';
+import { type CheckpointData, type TrainerState, loadResumeState } from './checkpoint.js';
 import { evaluate, microBatchSize, slice } from './evaluate.js';
 import type { SegMetrics } from './metrics.js';
 import { AdamW, clipGradNorm } from './optim.js';
+import { type ReplicaParams, allReduceGradients, broadcastParameters, shardRanges } from './data-parallel.js';
 import { renderCurves } from './plot.js';
 import { Progress, time } from './progress.js';
 import { RunDir } from './run-dir.js';
 import { lrFactor } from './schedule.js';
 import { type AdapterConfig, loadAdapter } from '../adapter/adapter.js';
+import { findCheckpoint } from '../adapter/manifest.js';
 
 export type LossKind = 'dice' | 'bce' | 'bce+dice';
 
@@ -87,6 +89,11 @@ export interface TrainOptions {
   /** Recorded in the log's start record (the CLI's embedded demo). */
   demo?: boolean;
   adapter?: AdapterChoice;
+  /**
+   * Data parallel: one model replica per device (see data-parallel.ts; the CLI's `--gpus`);
+   * absent or one entry: one device (`adapter`). Not saved: a resumed run may use other devices.
+   */
+  gpus?: AdapterChoice[];
   quiet?: boolean;
   /** Tests only: runs after each step's backward, before the gradients are checked. */
   afterBackward?: (step: number, params: readonly [string, Tensor][]) => void;
@@ -121,7 +128,7 @@ const RESUMED_OPTIONS = [
 /** Options a resumed run may raise (extending it); lowering them is a conflict. */
 const GROWABLE = new Set(['epochs', 'maxSteps']);
 /** Options a resumed run may change freely: they do not change what is trained. */
-const FREE = new Set(['microBatch', 'valBatches']);
+const FREE = new Set(['microBatch', 'valBatches', 'gpus']);
 
 /** Largest f32: clipping at it leaves gradients unchanged but still yields their norm. */
 const F32_MAX = 3.4028234663852886e38;
@@ -396,6 +403,27 @@ async function setupModel(
   return { model, optim, params: ordered, baseLrs: optim.paramGroups.map((g) => g.lr) };
 }
 
+/** A data-parallel model replica: its device, model, and trainable tensors in the optimizer's order. */
+interface Replica extends ReplicaParams {
+  model: Segmenter;
+}
+
+/**
+ * Another replica of the model on its own device: the same base weights, its trainable tensors
+ * in replica 0's order, then replica 0's values copied in (LoRA init, or the resumed adapter).
+ */
+async function setupReplica(engine: Engine, opts: TrainOptions, first: Trainable): Promise<Replica> {
+  const model = await prepareModel(engine, opts.segmenter, opts.checkpoint, () => undefined);
+  model.train(true);
+  const byName = new Map(model.trainable());
+  const params = first.params.map(([n]): [string, Tensor] => {
+    const p = byName.get(n);
+    if (!p) throw new TrainingError(`data parallel: replica has no trainable ${n}`);
+    return [n, p];
+  });
+  return { gpu: engine.gpu, model, params };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signals: the first SIGINT / SIGTERM finishes the step and saves; a second one exits at once.
 
@@ -443,6 +471,8 @@ class Session {
   private readonly loader: BatchLoader;
   private readonly progress: Progress;
   private readonly names: string[];
+  /** Data-parallel replicas; the first is `t`'s model, which owns the optimizer. */
+  private readonly replicas: readonly Replica[];
 
   constructor(
     private readonly opts: TrainOptions,
@@ -451,8 +481,10 @@ class Session {
     private readonly t: Trainable,
     private readonly data: Split,
     private readonly say: (s: string) => void,
+    others: readonly Replica[] = [],
   ) {
     this.names = t.params.map(([n]) => n);
+    this.replicas = [{ gpu, model: t.model, params: t.params }, ...others];
     this.loader = new BatchLoader(data.train, {
       batchSize: opts.batch,
       size: opts.size,
@@ -461,8 +493,10 @@ class Session {
       skipBad: opts.skipBad,
     });
     this.stepsPerEpoch = Math.max(1, Math.floor(this.loader.batchesPerEpoch / opts.accum));
-    this.micro = Math.min(opts.microBatch ?? Infinity, microBatchSize(t.model, opts.size, opts.batch));
-    if (this.micro < opts.batch) {
+    // Each device runs its shard of the batch (the first shards are the largest).
+    const shard = Math.ceil(opts.batch / this.replicas.length);
+    this.micro = Math.min(opts.microBatch ?? Infinity, microBatchSize(t.model, opts.size, shard));
+    if (this.micro < shard) {
       say(`batch ${opts.batch} runs as micro-batches of ${this.micro} (same result as one batch)` +
         (this.micro < (opts.microBatch ?? Infinity) ? ': its widest activation exceeds this adapter\'s ' +
           `${gpu.limits.maxStorageBufferBindingSize}-byte storage binding limit` : ''));
@@ -509,32 +543,52 @@ class Session {
     return this.t.optim.paramGroups.map((g) => g.lr);
   }
 
-  /** Forward + backward over the step's batches (accumulated); the step's mean loss. */
+  /**
+   * Forward + backward over the step's batches (accumulated); the step's mean loss. With several
+   * replicas each takes a contiguous shard of every batch, concurrently; their gradients are
+   * then summed into replica 0's (allReduceGradients).
+   */
   private async forwardBackward(): Promise<number> {
-    const { opts, t } = this;
-    const engine = t.model.engine;
+    const { opts } = this;
     let stepLoss = 0;
     for (let a = 0; a < opts.accum; a++) {
       const batch = await this.loader.next();
-      let value = 0;
-      for (let s = 0; s < batch.count; s += this.micro) {
-        const part = slice(batch, s, Math.min(this.micro, batch.count - s), opts.size);
-        // Each micro-batch's mean loss weighs by its share of the batch (and of accumulation).
-        const weight = part.count / batch.count / opts.accum;
-        t.model.reseedDropout(this.rng);
-        const loss = engine.scope(() => {
-          const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
-          const y = engine.fromArray(part.masks, [part.count, opts.size, opts.size, 1]);
-          const l = lossFn(opts.loss, t.model.forward(x), y);
-          return weight !== 1 ? scale(l, weight) : l;
-        });
-        engine.backward(loss);
-        value += ((await loss.toArray())[0] / weight) * (part.count / batch.count);
-        loss.release();
-      }
-      stepLoss += value / opts.accum;
+      const shards = shardRanges(batch.count, this.replicas.length);
+      // Dropout seeds: one device draws from the run's RNG as it goes (as before data
+      // parallelism); several draw one seed per micro-batch up front, in a fixed order. Masks
+      // then differ from a one-device run: only dropout-free runs are equal across device counts.
+      const many = this.replicas.length > 1;
+      const parts = shards.map(({ start, count }) => {
+        const out: { start: number; count: number; rng: Rng }[] = [];
+        for (let s = start; s < start + count; s += this.micro) {
+          out.push({ start: s, count: Math.min(this.micro, start + count - s), rng: many ? new Rng(this.rng.seed()) : this.rng });
+        }
+        return out;
+      });
+      const values = await Promise.all(this.replicas.map(async (rep, r) => {
+        const engine = rep.model.engine;
+        let value = 0;
+        for (const p of parts[r]) {
+          const part = slice(batch, p.start, p.count, opts.size);
+          // Each micro-batch's mean loss weighs by its share of the batch (and of accumulation).
+          const weight = part.count / batch.count / opts.accum;
+          rep.model.reseedDropout(p.rng);
+          const loss = engine.scope(() => {
+            const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
+            const y = engine.fromArray(part.masks, [part.count, opts.size, opts.size, 1]);
+            const l = lossFn(opts.loss, rep.model.forward(x), y);
+            return weight !== 1 ? scale(l, weight) : l;
+          });
+          engine.backward(loss);
+          value += ((await loss.toArray())[0] / weight) * (part.count / batch.count);
+          loss.release();
+        }
+        return value;
+      }));
+      stepLoss += values.reduce((x, y) => x + y, 0) / opts.accum;
       this.imgs += batch.count;
     }
+    await allReduceGradients(this.replicas);
     return stepLoss;
   }
 
@@ -585,6 +639,7 @@ class Session {
       await this.diverged(`the parameters' L2 norm became ${pNorm} after step ${this.step + 1} ` +
         '(a parameter is not finite or beyond ±1.8e19)');
     }
+    await broadcastParameters(this.replicas);
     this.badInRow = 0;
     this.step++;
     this.lossEma = Number.isNaN(this.lossEma) ? loss : 0.9 * this.lossEma + 0.1 * loss;
@@ -702,22 +757,37 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
   const run = RunDir.open(out, { resume: sameRun, force: !!input.force, say });
   const interrupt = new Interrupt();
   let session: Session | null = null;
+  const extraGpus: Gpu[] = [];
   try {
     const from = input.resume ? await openResume(input.resume, run, say) : null;
     const resumed = from?.state ?? null;
     const opts = from ? mergeResumed(input, from.saved, say) : input;
     // Recorded first: a run killed before its first checkpoint restarts from these.
     run.log({ type: resumed ? 'resume' : 'start', demo: opts.demo, run: runOptions(opts) });
-    const gpu: Gpu = await getGpu(opts.adapter);
-    say(`adapter: ${gpu.info.description}${gpu.info.cpuFallback ? ' (CPU fallback: slow)' : ''}`);
+    const devices = opts.gpus?.length ? opts.gpus : [opts.adapter];
+    // Replica 0 uses the process-wide device; the others get devices of their own.
+    const gpu: Gpu = await getGpu(devices[0]);
+    for (const d of devices.slice(1)) extraGpus.push(await Gpu.open(d));
+    for (const g of [gpu, ...extraGpus]) {
+      say(`adapter: ${g.info.description}${g.info.cpuFallback ? ' (CPU fallback: slow)' : ''}`);
+    }
+    if (devices.length > opts.batch) {
+      throw new TrainingError(`--gpus: ${devices.length} devices for a batch of ${opts.batch}: ` +
+        'each device needs at least one image of every batch (raise --batch)');
+    }
+    if (devices.length > 1) say(`data parallel: each batch of ${opts.batch} split over ${devices.length} devices`);
     const data = await checkedData(opts, opts.segmenter.seed, say);
     const trainable = await setupModel(new Engine(gpu), opts, resumed, say);
-    session = new Session(opts, run, gpu, trainable, data, say);
+    const others: Replica[] = [];
+    for (const g of extraGpus) others.push(await setupReplica(new Engine(g), opts, trainable));
+    await broadcastParameters([{ gpu, params: trainable.params }, ...others]);
+    session = new Session(opts, run, gpu, trainable, data, say, others);
     if (resumed) session.restore(resumed);
     if (resumed && session.step >= session.total) {
       say(`the run is complete at step ${session.step}; give a larger --epochs / --max-steps to extend it`);
     }
-    run.log({ type: 'plan', step: session.step, total: session.total, stepsPerEpoch: session.stepsPerEpoch });
+    run.log({ type: 'plan', step: session.step, total: session.total, stepsPerEpoch: session.stepsPerEpoch,
+      devices: devices.length });
     const stopped = await trainLoop(session, opts, interrupt);
     if (session.step > session.savedStep && session.step > 0) await session.saveLast();
     const peak = gpu.pool.stats.peakLiveBytes / 2 ** 20;
@@ -751,6 +821,10 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
     interrupt.remove();
     session?.close();
     run.release();
+    for (const g of extraGpus) {
+      await g.device.queue.onSubmittedWorkDone().catch(() => undefined);
+      g.close();
+    }
   }
 }
 
