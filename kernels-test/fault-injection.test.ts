@@ -9,8 +9,8 @@
  * plus Ctrl-C (exit 130, resumable) and a divergent run (non-zero exit, clear message).
  * Children run the compiled CLI (dist/), rebuilt here when a source file is newer.
  */
-import { type SpawnSyncReturns, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ import { LOCK_FILE, RunDir } from '../src/train/run-dir.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { loadAdapter } from '../src/adapter/adapter.js';
 import { findCheckpoint } from '../src/adapter/manifest.js';
+import { ensureBuilt } from './dist.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIST = join(REPO, 'dist');
@@ -29,27 +30,8 @@ const BIN = join(REPO, 'bin', 'sam2-lora.js');
 let dir: string;
 let data: string;
 
-function newestMtime(path: string): number {
-  let t = 0;
-  for (const e of readdirSync(path, { withFileTypes: true })) {
-    const p = join(path, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
 beforeAll(async () => {
-  const built = join(DIST, 'cli', 'train.js');
-  if (!existsSync(built) || newestMtime(join(REPO, 'src')) > statSync(built).mtimeMs) {
-    console.log('fault-injection: building dist/ (tsc -p tsconfig.build.json)');
-    try {
-      execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: REPO, stdio: 'pipe' });
-    } catch (e) {
-      // Type errors still emit; a missing output is what stops the test.
-      console.log(`fault-injection: tsc reported errors:\n${(e as { stdout?: Buffer }).stdout}`);
-    }
-  }
-  expect(existsSync(built), `${built} (npm run build)`).toBe(true);
+  ensureBuilt('fault-injection', join(DIST, 'cli', 'train.js'));
   dir = mkdtempSync(join(tmpdir(), 'sam2-lora-fault-'));
   data = join(dir, 'data');
   await writeSyntheticDataset(data, { train: 4, val: 2, test: 0, size: 48, seed: 3 });

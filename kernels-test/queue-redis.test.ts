@@ -8,7 +8,7 @@
  * file left, byte-identical to a single-process `predict` of the same photos; the corrupt photo
  * must sit in the failed set with its error after 3 attempts.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
@@ -24,6 +24,7 @@ import { checkReachable } from '../src/queue/redis.js';
 import { type PredictJobData, QUEUE_NAME } from '../src/queue/schema.js';
 import { isTempName } from '../src/queue/storage.js';
 import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { ensureBuilt } from './dist.js';
 import { SEED, rng } from './helpers.js';
 
 const REDIS = '/usr/bin/redis-server';
@@ -38,15 +39,6 @@ let dir: string;
 let redis: ChildProcess | undefined;
 let url: string;
 const children: ChildProcess[] = [];
-
-function newestMtime(path: string): number {
-  let t = 0;
-  for (const e of readdirSync(path, { withFileTypes: true })) {
-    const p = join(path, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -102,16 +94,7 @@ async function waitFor<T>(what: string, ms: number, f: () => Promise<T | undefin
 
 beforeAll(async () => {
   if (!existsSync(REDIS)) return;
-  if (!existsSync(BUILT) || newestMtime(join(REPO, 'src')) > statSync(BUILT).mtimeMs) {
-    console.log('queue-redis: building dist/ (tsc -p tsconfig.build.json)');
-    try {
-      execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: REPO, stdio: 'pipe' });
-    } catch (e) {
-      // Type errors still emit; a missing output is what stops the test.
-      console.log(`queue-redis: tsc reported errors:\n${(e as { stdout?: Buffer }).stdout}`);
-    }
-  }
-  expect(existsSync(BUILT), `${BUILT} (npm run build)`).toBe(true);
+  ensureBuilt('queue-redis', BUILT);
   dir = mkdtempSync(join(tmpdir(), 'sam2-lora-queue-'));
 
   const port = await freePort();

@@ -56,3 +56,18 @@ async function writeAll(fh: import('node:fs/promises').FileHandle, c: Uint8Array
     done += bytesWritten;
   }
 }
+
+/**
+ * Flushes a file or folder to disk (a folder: so a rename in it survives a power cut). Folders
+ * cannot be fsynced on some platforms; the files' own fsyncs still order the data there.
+ */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } catch {
+    // not supported for this kind of file here
+  } finally {
+    await fh.close();
+  }
+}

@@ -6,9 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
-import { open as openFile, rename, rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileError } from '../io/fs-errors.js';
+import { fsyncPath } from '../io/atomic.js';
 
 /** An object readable as a local file until `release`. */
 export interface LocalFile {
@@ -38,17 +39,6 @@ export interface Storage {
 const tmpPrefix = (key: string) => `.${basename(key)}.`;
 const TMP_SUFFIX = '.tmp';
 
-async function fsync(path: string): Promise<void> {
-  const fh = await openFile(path, 'r');
-  try {
-    await fh.sync();
-  } catch {
-    // Directories cannot be fsynced everywhere; the rename is still atomic.
-  } finally {
-    await fh.close();
-  }
-}
-
 /**
  * A shared or mounted folder (NFS, SMB, a cloud bucket mounted with a FUSE driver): keys are
  * absolute paths that name the same file on every worker. Writes go to `.<name>.<random>.tmp`
@@ -72,9 +62,9 @@ export class FileStorage implements Storage {
     return {
       path,
       commit: async () => {
-        await fsync(path);
+        await fsyncPath(path);
         await rename(path, key);
-        await fsync(dir);
+        await fsyncPath(dir);
       },
       abort: () => rm(path, { force: true }),
     };

@@ -11,7 +11,7 @@
  * checkpoint among X, X.old-*, X.tmp-*; recoverCheckpoint() puts the newest back in place.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { StateDict } from '../io/pt.js';
@@ -23,6 +23,7 @@ import {
 } from '../adapter/manifest.js';
 import { failpoint } from './failpoint.js';
 import type { AdamWStateDict } from './optim.js';
+import { fsyncPath } from '../io/atomic.js';
 
 export interface TrainerState {
   step: number;
@@ -42,17 +43,6 @@ export interface CheckpointData {
   config: AdapterConfig;
   optimizer?: { state: AdamWStateDict; names: string[] };
   trainer?: TrainerState;
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } catch {
-    // Directories cannot be fsynced on some platforms: the file fsyncs still order the data.
-  } finally {
-    await fh.close();
-  }
 }
 
 /**
