@@ -25,7 +25,9 @@ import { type CheckpointData, type TrainerState, loadResumeState } from './check
 import { evaluate, microBatchSize, slice } from './evaluate.js';
 import type { SegMetrics } from './metrics.js';
 import { AdamW, clipGradNorm } from './optim.js';
-import { type ReplicaParams, allReduceGradients, broadcastParameters, shardRanges } from './data-parallel.js';
+import {
+  type ReplicaParams, allReduceGradients, broadcastParameters, resolveDevices, shardRanges,
+} from './data-parallel.js';
 import { renderCurves } from './plot.js';
 import { Progress, time } from './progress.js';
 import { RunDir } from './run-dir.js';
@@ -90,10 +92,11 @@ export interface TrainOptions {
   demo?: boolean;
   adapter?: AdapterChoice;
   /**
-   * Data parallel: one model replica per device (see data-parallel.ts; the CLI's `--gpus`);
-   * absent or one entry: one device (`adapter`). Not saved: a resumed run may use other devices.
+   * Data parallel: one model replica per device (see data-parallel.ts): the devices, or the
+   * CLI's `--gpus` spec (`all`, a count, `0,1`) resolved against `adapter`. Absent or one device:
+   * `adapter` alone. Not saved: a resumed run may use other devices.
    */
-  gpus?: AdapterChoice[];
+  gpus?: string | AdapterChoice[];
   quiet?: boolean;
   /** Tests only: runs after each step's backward, before the gradients are checked. */
   afterBackward?: (step: number, params: readonly [string, Tensor][]) => void;
@@ -764,7 +767,12 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
     const opts = from ? mergeResumed(input, from.saved, say) : input;
     // Recorded first: a run killed before its first checkpoint restarts from these.
     run.log({ type: resumed ? 'resume' : 'start', demo: opts.demo, run: runOptions(opts) });
-    const devices = opts.gpus?.length ? opts.gpus : [opts.adapter];
+    let devices: (AdapterChoice | undefined)[] = [opts.adapter];
+    if (typeof opts.gpus === 'string') {
+      const r = await resolveDevices(opts.gpus, opts.adapter);
+      devices = r.devices;
+      say(`--gpus ${opts.gpus}: ${r.note}`);
+    } else if (opts.gpus?.length) devices = opts.gpus;
     // Replica 0 uses the process-wide device; the others get devices of their own.
     const gpu: Gpu = await getGpu(devices[0]);
     for (const d of devices.slice(1)) extraGpus.push(await Gpu.open(d));
