@@ -82,8 +82,11 @@ fn affine(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   affine_out[i] = affine_p.s * affine_x[i] + affine_p.c;
 }
 
-// Activations. Op codes (UnaryParams.op, see UNARY in src/kernels/elementwise.ts): 0 relu, 1 gelu (exact, erf),
-// 2 sigmoid, 3 erf. The switch is on a uniform, so every thread of a dispatch takes one branch.
+// Activations. Op codes (the OP override, see UNARY in src/kernels/elementwise.ts): 0 relu,
+// 1 gelu (exact, erf), 2 sigmoid, 3 erf. OP is a pipeline constant, so the switch folds away: a
+// CPU adapter's SIMD code would otherwise run every case under masks (a uniform-buffer op code
+// made gelu cost all four activations on lavapipe).
+override OP: u32 = 1u;
 
 const SQRT1_2: f32 = 0.70710678118654752;
 const INV_SQRT_2PI: f32 = 0.39894228040143268;
@@ -210,7 +213,7 @@ fn unary_deriv(op: u32, x: f32) -> f32 {
 fn unary(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = linear_index(gid, nwg);
   if (i >= unary_p.n) { return; }
-  unary_out[i] = unary_fwd(unary_p.op, unary_x[i]);
+  unary_out[i] = unary_fwd(OP, unary_x[i]);
 }
 
 @group(0) @binding(0) var<storage, read> unary_grad_x: array<f32>;
@@ -223,5 +226,5 @@ fn unary(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
 fn unary_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = linear_index(gid, nwg);
   if (i >= unary_grad_p.n) { return; }
-  unary_grad_out[i] = unary_grad_g[i] * unary_deriv(unary_grad_p.op, unary_grad_x[i]);
+  unary_grad_out[i] = unary_grad_g[i] * unary_deriv(OP, unary_grad_x[i]);
 }

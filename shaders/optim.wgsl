@@ -95,3 +95,102 @@ fn scale_inplace(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   if (i >= sc_p.n) { return; }
   sc_x[i] = sc_x[i] * sc_coef[0];
 }
+
+// ---- adamw_multi: up to 7 parameter tensors in one dispatch ----
+// g0..g6 (read), p0..p6 (read_write): the slots' gradients and parameters (unused slots bind
+// 4-byte dummies); m, v (read_write): the optimizer's packed exp_avg / exp_avg_sq, bound as the
+// window that holds these slots, slot k's elements at o_k. Workgroups from start_k on update slot
+// k (so a workgroup never straddles two slots); unused slots have start 0xffffffff. Same update
+// and order of operations as adamw above; the per-slot step size and bias correction follow each
+// tensor's own step count.
+
+@group(0) @binding(0) var<storage, read> am_g0: array<f32>;
+@group(0) @binding(1) var<storage, read> am_g1: array<f32>;
+@group(0) @binding(2) var<storage, read> am_g2: array<f32>;
+@group(0) @binding(3) var<storage, read> am_g3: array<f32>;
+@group(0) @binding(4) var<storage, read> am_g4: array<f32>;
+@group(0) @binding(5) var<storage, read> am_g5: array<f32>;
+@group(0) @binding(6) var<storage, read> am_g6: array<f32>;
+@group(0) @binding(7) var<storage, read_write> am_p0: array<f32>;
+@group(0) @binding(8) var<storage, read_write> am_p1: array<f32>;
+@group(0) @binding(9) var<storage, read_write> am_p2: array<f32>;
+@group(0) @binding(10) var<storage, read_write> am_p3: array<f32>;
+@group(0) @binding(11) var<storage, read_write> am_p4: array<f32>;
+@group(0) @binding(12) var<storage, read_write> am_p5: array<f32>;
+@group(0) @binding(13) var<storage, read_write> am_p6: array<f32>;
+@group(0) @binding(14) var<storage, read_write> am_m: array<f32>;
+@group(0) @binding(15) var<storage, read_write> am_v: array<f32>;
+@group(0) @binding(16) var<uniform> am_p: AdamWMultiParams;
+
+// The new parameter value; updates m[o] and v[o] in place.
+fn am_update(g: f32, p0: f32, o: u32, step_size: f32, bc2_sqrt: f32) -> f32 {
+  let p = p0 * am_p.decay;
+  let m = am_m[o] + am_p.one_minus_beta1 * (g - am_m[o]);
+  let v = am_p.beta2 * am_v[o] + am_p.one_minus_beta2 * g * g;
+  am_m[o] = m;
+  am_v[o] = v;
+  return p - step_size * m / (sqrt(v) / bc2_sqrt + am_p.eps);
+}
+
+@compute @workgroup_size(WG)
+fn adamw_multi(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) nwg: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  // The slot from the workgroup index, not the thread's: uniform across the workgroup, so a
+  // CPU adapter's SIMD loop runs only that slot's case (a per-lane switch would run all seven).
+  let w = wid.x + wid.y * nwg.x;
+  var k = 0u;
+  if (w >= am_p.start1) { k = 1u; }
+  if (w >= am_p.start2) { k = 2u; }
+  if (w >= am_p.start3) { k = 3u; }
+  if (w >= am_p.start4) { k = 4u; }
+  if (w >= am_p.start5) { k = 5u; }
+  if (w >= am_p.start6) { k = 6u; }
+  switch k {
+    case 0u: {
+      let j = w * WG + lid;
+      if (j < am_p.n0) {
+        am_p0[j] = am_update(am_g0[j], am_p0[j], am_p.o0 + j, am_p.ss0, am_p.bc0);
+      }
+    }
+    case 1u: {
+      let j = (w - am_p.start1) * WG + lid;
+      if (j < am_p.n1) {
+        am_p1[j] = am_update(am_g1[j], am_p1[j], am_p.o1 + j, am_p.ss1, am_p.bc1);
+      }
+    }
+    case 2u: {
+      let j = (w - am_p.start2) * WG + lid;
+      if (j < am_p.n2) {
+        am_p2[j] = am_update(am_g2[j], am_p2[j], am_p.o2 + j, am_p.ss2, am_p.bc2);
+      }
+    }
+    case 3u: {
+      let j = (w - am_p.start3) * WG + lid;
+      if (j < am_p.n3) {
+        am_p3[j] = am_update(am_g3[j], am_p3[j], am_p.o3 + j, am_p.ss3, am_p.bc3);
+      }
+    }
+    case 4u: {
+      let j = (w - am_p.start4) * WG + lid;
+      if (j < am_p.n4) {
+        am_p4[j] = am_update(am_g4[j], am_p4[j], am_p.o4 + j, am_p.ss4, am_p.bc4);
+      }
+    }
+    case 5u: {
+      let j = (w - am_p.start5) * WG + lid;
+      if (j < am_p.n5) {
+        am_p5[j] = am_update(am_g5[j], am_p5[j], am_p.o5 + j, am_p.ss5, am_p.bc5);
+      }
+    }
+    case 6u: {
+      let j = (w - am_p.start6) * WG + lid;
+      if (j < am_p.n6) {
+        am_p6[j] = am_update(am_g6[j], am_p6[j], am_p.o6 + j, am_p.ss6, am_p.bc6);
+      }
+    }
+    default: {}
+  }
+}

@@ -8,7 +8,7 @@ export const elementwise = defineShader('elementwise', {
   BinaryParams: { n: 'u32', nb: 'u32', alpha: 'f32' },
   FillParams: { n: 'u32', offset: 'u32', bits: 'u32' },
   AffineParams: { n: 'u32', s: 'f32', c: 'f32' },
-  UnaryParams: { n: 'u32', op: 'u32' },
+  UnaryParams: { n: 'u32' },
 });
 
 export const addKernel = elementwise.kernel({
@@ -123,7 +123,10 @@ export function affine(gpu: Gpu, x: GPUBuffer, out: GPUBuffer, n: number, s: num
   gpu.run(affineKernel, { buffers: [x, out], params: { n, s, c }, grid: gpu.grid(n, WG) });
 }
 
-/** Op codes of the `unary` / `unary_grad` entries (must match shaders/elementwise.wgsl). */
+/**
+ * Op codes of the `unary` / `unary_grad` entries (must match shaders/elementwise.wgsl), passed
+ * as the OP pipeline constant: one pipeline per op, with only that op's code.
+ */
 export const UNARY = { relu: 0, gelu: 1, sigmoid: 2, erf: 3 } as const;
 export type UnaryOp = keyof typeof UNARY;
 
@@ -139,8 +142,9 @@ export const unaryKernel = elementwise.kernel({
 export function unary(gpu: Gpu, op: UnaryOp, x: GPUBuffer, out: GPUBuffer, n: number): void {
   gpu.run(unaryKernel, {
     buffers: [x, out],
-    params: { n, op: UNARY[op] },
+    params: { n },
     grid: gpu.grid(n, WG),
+    overrides: { OP: UNARY[op] },
   });
 }
 
@@ -163,7 +167,8 @@ export function unaryGrad(
 ): void {
   gpu.run(unaryGradKernel, {
     buffers: [x, g, out],
-    params: { n, op: UNARY[op] },
+    params: { n },
     grid: gpu.grid(n, WG),
+    overrides: { OP: UNARY[op] },
   });
 }

@@ -48,6 +48,41 @@ export const lnDwbReduceKernel = norm.kernel({
   overrides: { WG: REDUCE_WG },
 });
 
+/**
+ * 'groups': one workgroup per row with tree reductions in workgroup memory (GPUs). 'rows': one
+ * invocation per row, no workgroup memory (CPU adapters, where a workgroup is a SIMD loop and
+ * barriers cost more than they save); vec4 loads when C % 4 == 0.
+ */
+export type LnPath = 'groups' | 'rows';
+
+export function defaultLnPath(gpu: Gpu): LnPath {
+  return gpu.info.cpuFallback ? 'rows' : 'groups';
+}
+
+const rowKernel = (name: string, entry: string, bindings: string[], params = 'LnParams') =>
+  norm.kernel({ name: `norm.${name}`, entry, params, bindings, overrides: { WG: 64 } });
+
+export const lnForwardRowsKernel = rowKernel('ln_forward_rows', 'ln_forward_rows',
+  ['x', 'w', 'b', 'y', 'stats']);
+export const lnForwardRows4Kernel = rowKernel('ln_forward_rows4', 'ln_forward_rows4',
+  ['x', 'w', 'b', 'y', 'stats']);
+export const lnDxRowsKernel = rowKernel('ln_dx_rows', 'ln_dx_rows',
+  ['g', 'x', 'w', 'stats', 'dx']);
+export const lnDxRows4Kernel = rowKernel('ln_dx_rows4', 'ln_dx_rows4',
+  ['g', 'x', 'w', 'stats', 'dx']);
+export const lnDwbPartialColsKernel = rowKernel('ln_dwb_partial_cols', 'ln_dwb_partial_cols',
+  ['g', 'x', 'stats', 'partial'], 'LnPartialParams');
+
+/**
+ * Invocations per workgroup of the 'rows' kernels: at most 64, but small enough that a CPU's
+ * worker threads each get several workgroups (at least 8 in all) when the rows allow it.
+ */
+export function rowsWorkgroup(rows: number): number {
+  let wg = 64;
+  while (wg > 8 && rows < wg * 8) wg /= 2;
+  return wg;
+}
+
 /** Threads per row: about 4 elements per thread, a power of two in [32, 256]. */
 export function rowWorkgroup(C: number): number {
   let wg = 32;
@@ -71,7 +106,19 @@ export function layerNormForward(
   rows: number,
   C: number,
   eps: number,
+  path: LnPath = defaultLnPath(gpu),
 ): void {
+  if (path === 'rows') {
+    const wg = rowsWorkgroup(rows);
+    gpu.run(C % 4 === 0 ? lnForwardRows4Kernel : lnForwardRowsKernel, {
+      // w bound as exactly C floats: the kernel takes the row length from its arrayLength.
+      buffers: [x, { buffer: w, size: C * 4 }, b, y, stats],
+      params: { rows, C, eps },
+      grid: gpu.grid(rows, wg),
+      overrides: { WG: wg },
+    });
+    return;
+  }
   gpu.run(lnForwardKernel, {
     buffers: [x, w, b, y, stats],
     params: { rows, C, eps },
@@ -90,7 +137,18 @@ export function layerNormBackwardInput(
   dx: GPUBuffer,
   rows: number,
   C: number,
+  path: LnPath = defaultLnPath(gpu),
 ): void {
+  if (path === 'rows') {
+    const wg = rowsWorkgroup(rows);
+    gpu.run(C % 4 === 0 ? lnDxRows4Kernel : lnDxRowsKernel, {
+      buffers: [g, x, { buffer: w, size: C * 4 }, stats, dx],
+      params: { rows, C, eps: 0 },
+      grid: gpu.grid(rows, wg),
+      overrides: { WG: wg },
+    });
+    return;
+  }
   gpu.run(lnDxKernel, {
     buffers: [g, x, w, stats, dx],
     params: { rows, C, eps: 0 },
@@ -113,16 +171,28 @@ export function layerNormBackwardParams(
   db: GPUBuffer | null,
   rows: number,
   C: number,
+  path: LnPath = defaultLnPath(gpu),
 ): void {
   if (!dw && !db) return;
   const rowsPerChunk = Math.max(MIN_ROWS_PER_CHUNK, Math.ceil(rows / MAX_CHUNKS));
   const chunks = Math.ceil(rows / rowsPerChunk);
   const partial = gpu.alloc(2 * chunks * C * 4, 'layer_norm.partial');
-  gpu.run(lnDwbPartialKernel, {
-    buffers: [g, x, stats, partial],
-    params: { rows, C, rows_per_chunk: rowsPerChunk, chunks },
-    grid: [Math.ceil(C / TC), chunks, 1],
-  });
+  const partialParams = { rows, C, rows_per_chunk: rowsPerChunk, chunks };
+  if (path === 'rows') {
+    const wg = Math.min(64, 2 ** Math.ceil(Math.log2(C)));
+    gpu.run(lnDwbPartialColsKernel, {
+      buffers: [g, x, stats, partial],
+      params: partialParams,
+      grid: [Math.ceil(C / wg), chunks, 1],
+      overrides: { WG: wg },
+    });
+  } else {
+    gpu.run(lnDwbPartialKernel, {
+      buffers: [g, x, stats, partial],
+      params: partialParams,
+      grid: [Math.ceil(C / TC), chunks, 1],
+    });
+  }
   const grid = gpu.grid(C, REDUCE_WG);
   if (dw) {
     gpu.run(lnDwbReduceKernel, { buffers: [partial, dw], params: { C, chunks, first: 0 }, grid });

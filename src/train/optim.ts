@@ -6,7 +6,14 @@
 import type { Tensor } from '../autograd/tensor.js';
 import type { Gpu } from '../gpu/runtime.js';
 import { fill } from '../kernels/elementwise.js';
-import { adamwUpdate, globalNormAndCoef, scaleInPlace } from '../kernels/optim.js';
+import {
+  type AdamWItem,
+  STATE_ALIGN,
+  adamwSlotsFor,
+  adamwUpdateMany,
+  globalNormAndCoef,
+  scaleInPlace,
+} from '../kernels/optim.js';
 
 export interface ParamGroup {
   params: Tensor[];
@@ -50,9 +57,17 @@ export interface AdamWStateDict {
 interface Slot {
   param: Tensor;
   group: ResolvedGroup;
-  m: GPUBuffer;
-  v: GPUBuffer;
+  /** Where this parameter's exp_avg / exp_avg_sq start in the packed m / v buffers (floats). */
+  offset: number;
   steps: number;
+}
+
+export interface AdamWOptions {
+  /**
+   * Parameter tensors per update dispatch (tests): default ADAMW_SLOTS where the device has 16
+   * storage bindings per stage, else 1.
+   */
+  slotsPerDispatch?: number;
 }
 
 function checkHyper(where: string, g: AdamWGroupState): void {
@@ -79,8 +94,13 @@ export class AdamW {
   private steps = 0;
   private gpu: Gpu;
   private disposed = false;
+  /** Every parameter's moments, packed (so one dispatch updates several tensors). */
+  private m: GPUBuffer;
+  private v: GPUBuffer;
+  private total = 0;
+  private slotsPerDispatch: number;
 
-  constructor(groups: ParamGroup[]) {
+  constructor(groups: ParamGroup[], opts: AdamWOptions = {}) {
     const first = groups.find((g) => g.params.length > 0)?.params[0];
     if (!first) throw new Error('AdamW: no parameters');
     this.gpu = first.gpu;
@@ -99,14 +119,16 @@ export class AdamW {
           throw new Error(`AdamW: parameter ${p.name ?? ''} appears in more than one group`);
         }
         seen.add(p);
-        const m = this.gpu.alloc(p.size * 4, 'adamw.exp_avg');
-        const v = this.gpu.alloc(p.size * 4, 'adamw.exp_avg_sq');
-        fill(this.gpu, m, p.size, 0);
-        fill(this.gpu, v, p.size, 0);
-        this.slots.push({ param: p, group, m, v, steps: 0 });
+        this.slots.push({ param: p, group, offset: this.total, steps: 0 });
+        this.total += Math.ceil(p.size / STATE_ALIGN) * STATE_ALIGN;
       }
       return group;
     });
+    this.slotsPerDispatch = opts.slotsPerDispatch ?? adamwSlotsFor(this.gpu);
+    this.m = this.gpu.alloc(this.total * 4, 'adamw.exp_avg');
+    this.v = this.gpu.alloc(this.total * 4, 'adamw.exp_avg_sq');
+    fill(this.gpu, this.m, this.total, 0);
+    fill(this.gpu, this.v, this.total, 0);
   }
 
   /** step() calls so far. */
@@ -114,30 +136,34 @@ export class AdamW {
     return this.steps;
   }
 
-  /** Records one fused update per parameter that has a gradient (no CPU readback). */
+  /**
+   * Records the fused updates of every parameter that has a gradient, several tensors of a group
+   * per dispatch (no CPU readback).
+   */
   step(): void {
     this.checkAlive();
     for (const g of this.paramGroups) checkHyper('step', g);
-    this.steps++;
     for (const s of this.slots) {
       const grad = s.param.grad;
-      if (!grad) continue;
-      if (grad.size !== s.param.size) {
+      if (grad && grad.size !== s.param.size) {
         throw new Error(
           `AdamW: gradient of ${s.param.name ?? 'a parameter'} has ${grad.size} elements, ` +
             `expected ${s.param.size}`,
         );
       }
-      s.steps++;
-      const { lr, weightDecay, betas, eps } = s.group;
-      adamwUpdate(this.gpu, grad.buffer, s.param.buffer, s.m, s.v, s.param.size, {
-        lr,
-        weightDecay,
-        beta1: betas[0],
-        beta2: betas[1],
-        eps,
-        step: s.steps,
-      });
+    }
+    this.steps++;
+    for (const group of this.paramGroups) {
+      const items: AdamWItem[] = [];
+      for (const s of this.slots) {
+        if (s.group !== group || !s.param.grad) continue;
+        s.steps++;
+        items.push({ grad: s.param.grad.buffer, param: s.param.buffer, n: s.param.size,
+          offset: s.offset, step: s.steps });
+      }
+      const { lr, weightDecay, betas, eps } = group;
+      adamwUpdateMany(this.gpu, items, this.m, this.v,
+        { lr, weightDecay, beta1: betas[0], beta2: betas[1], eps }, this.slotsPerDispatch);
     }
   }
 
@@ -161,12 +187,11 @@ export class AdamW {
   /** Copies the state to the CPU (a sync point). */
   async stateDict(): Promise<AdamWStateDict> {
     this.checkAlive();
-    const m: Float32Array[] = [];
-    const v: Float32Array[] = [];
-    for (const s of this.slots) {
-      m.push(await this.gpu.readF32(s.m, s.param.size));
-      v.push(await this.gpu.readF32(s.v, s.param.size));
-    }
+    const mAll = await this.gpu.readF32(this.m, this.total);
+    const vAll = await this.gpu.readF32(this.v, this.total);
+    const part = (all: Float32Array, s: Slot) => all.slice(s.offset, s.offset + s.param.size);
+    const m = this.slots.map((s) => part(mAll, s));
+    const v = this.slots.map((s) => part(vAll, s));
     return {
       step: this.steps,
       paramSteps: this.slots.map((s) => s.steps),
@@ -207,11 +232,15 @@ export class AdamW {
       }
     });
     state.groups.forEach((g, i) => checkHyper(`loadStateDict group ${i}`, g));
+    const mAll = new Float32Array(this.total);
+    const vAll = new Float32Array(this.total);
     this.slots.forEach((s, i) => {
-      this.gpu.write(s.m, state.m[i]);
-      this.gpu.write(s.v, state.v[i]);
+      mAll.set(state.m[i], s.offset);
+      vAll.set(state.v[i], s.offset);
       s.steps = state.paramSteps[i];
     });
+    this.gpu.write(this.m, mAll);
+    this.gpu.write(this.v, vAll);
     state.groups.forEach((g, i) => {
       const dst = this.paramGroups[i];
       dst.lr = g.lr;
@@ -226,10 +255,8 @@ export class AdamW {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const s of this.slots) {
-      this.gpu.free(s.m);
-      this.gpu.free(s.v);
-    }
+    this.gpu.free(this.m);
+    this.gpu.free(this.v);
     this.slots = [];
   }
 
