@@ -200,7 +200,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
     };
     const out = opts.out ?? join(PACKAGE_ROOT, 'bench', 'results');
     const paths = writeReports(report, out);
-    log(`wrote ${paths.json}\nwrote ${paths.md}`);
+    log(`wrote ${paths.json}, ${paths.md}`);
     return { report, ...paths };
   } finally {
     tf?.close();

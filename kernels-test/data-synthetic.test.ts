@@ -41,6 +41,38 @@ describe('synthetic cracks', () => {
     }
   });
 
+  it('draws the requested crack style (the demo\'s: wider, darker); the default is unchanged', () => {
+    // The default style is the one every earlier caller got (same random stream).
+    expect(generateCrackSample(5, 64, 64, {}).image).toEqual(generateCrackSample(5, 64).image);
+    const demo = { width: [2, 5] as [number, number], dark: [0.15, 0.35] as [number, number],
+      fraction: [0.03, 0.08] as [number, number] };
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const stats = (s: ReturnType<typeof generateCrackSample>) => {
+        let on = 0;
+        let lumOn = 0;
+        let lumOff = 0;
+        for (let i = 0; i < s.mask.length; i++) {
+          const l = s.image[i * 3] + s.image[i * 3 + 1] + s.image[i * 3 + 2];
+          if (s.mask[i]) {
+            on++;
+            lumOn += l;
+          } else lumOff += l;
+        }
+        return { frac: on / s.mask.length, contrast: (lumOn / on) / (lumOff / (s.mask.length - on)) };
+      };
+      const d = stats(generateCrackSample(seed, 64, 64, demo));
+      const thin = stats(generateCrackSample(seed, 64));
+      // The loop stops at the first crack past the target: at least the lower bound, at most
+      // one wide crack above the upper one (measured 0.066-0.105 over these seeds).
+      expect(d.frac, `seed ${seed}`).toBeGreaterThan(demo.fraction[0]);
+      expect(d.frac, `seed ${seed}`).toBeLessThan(0.15);
+      // Crack / background luminance about `dark` (at most 0.35); grain and anti-aliased edges
+      // lift it a little (measured 0.21-0.38).
+      expect(d.contrast, `seed ${seed}`).toBeLessThan(0.45);
+      expect(d.contrast, `seed ${seed}`).toBeLessThan(thin.contrast);
+    }
+  });
+
   it('writes a Kaggle-layout set that openDataset reads, and reuses it', async () => {
     const opts = { train: 3, val: 2, test: 1, size: 32, seed: 9 };
     expect((await writeSyntheticDataset(tmp, opts)).reused).toBe(false);
@@ -56,6 +88,10 @@ describe('synthetic cracks', () => {
     const p = await loadPair(s, 32);
     const frac = p.mask.reduce((a, b) => a + b, 0) / p.mask.length;
     expect(frac).toBeGreaterThan(0.005);
+    // Another style is another set: regenerated, not reused.
+    const styled = { ...opts, style: { width: [2, 5] as [number, number] } };
+    expect((await writeSyntheticDataset(tmp, styled)).reused).toBe(false);
+    expect((await writeSyntheticDataset(tmp, styled)).reused).toBe(true);
   });
 
   it('ships two small samples in data/sample', async () => {

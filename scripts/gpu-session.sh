@@ -25,7 +25,7 @@ step() { echo "$1 rc=$2 at $(( $(date +%s) - t0 )) s" >> "$sum"; }
   # chromium-experimental-subgroup-matrix, vulkan_enable_f16_on_nvidia shader-f16 on NVIDIA.
   echo "dawn toggles: $(grep -o "enable-dawn-features=[a-z0-9_,]*" src/gpu/dawn.ts)"
   echo "--- sam2-lora info --json"
-  timeout 30 node bin/sam2-lora.js info --json 2>> "$log"
+  timeout 30 node bin/sam2-lora.js info --json - 2>> "$log"
 } > "$sum"
 # The adapter's subgroup-matrix configurations and f16/subgroup features, one line each.
 node -e '

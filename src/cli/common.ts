@@ -1,7 +1,20 @@
 /** Helpers shared by CLI commands: option parsing and checks of option values. */
+import type { AdapterChoice } from '../gpu/dawn.js';
 import { encoderConfig, widestActivationBytes } from '../model/config.js';
 
 export class UsageError extends Error {}
+
+/** The GPU flags every GPU command takes (`--gpu NAME`, `--backend B`). */
+export interface GpuCliOptions {
+  /** Dawn adapter name (`sam2-lora info` prints it); env SAM2_LORA_GPU. */
+  gpu?: string;
+  /** Forced WebGPU backend; env SAM2_LORA_BACKEND. */
+  backend?: string;
+}
+
+/** `--gpu` / `--backend` as the runtime's adapter choice (the env fills what is absent). */
+export const gpuChoice = (o: GpuCliOptions): AdapterChoice =>
+  ({ adapter: o.gpu, backend: o.backend as AdapterChoice['backend'] });
 
 export function int(name: string, v: string | number | undefined, min = 1): number {
   const n = typeof v === 'number' ? v : Number(v);

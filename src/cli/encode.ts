@@ -11,7 +11,9 @@ import { encoderConfig } from '../model/config.js';
 import { ImageEncoder } from '../model/encoder.js';
 import { readEncoderWeights } from '../model/load.js';
 import { Rng } from '../util/random.js';
-import { UsageError, int } from './common.js';
+import { type GpuCliOptions, UsageError, gpuChoice, int } from './common.js';
+import { ENCODE_DEFAULTS } from './defaults.js';
+import { wroteLine } from './output.js';
 
 /** [h, w, c] ↔ [c, h, w] for one image (SAM2 writes NCHW; our activations are NHWC). */
 function nhwcToNchw(x: Float32Array, h: number, w: number, c: number): Float32Array {
@@ -26,17 +28,17 @@ function nchwToNhwc(x: Float32Array, c: number, h: number, w: number): Float32Ar
   return out;
 }
 
-export async function encodeCommand(o: {
+export async function encodeCommand(o: GpuCliOptions & {
   checkpoint?: string;
-  model: string;
-  size: string;
+  model?: string;
+  size?: string;
   image?: string;
   inputTensor?: string;
   out: string;
 }): Promise<void> {
-  const size = int('size', o.size);
+  const size = int('size', o.size ?? ENCODE_DEFAULTS.size);
   if (size % 32 !== 0) throw new UsageError(`--size must be a multiple of 32, got ${size}`);
-  const cfg = encoderConfig(o.model);
+  const cfg = encoderConfig(o.model ?? ENCODE_DEFAULTS.model);
   let nchw: Float32Array;
   if (o.inputTensor) {
     const { tensors } = await readSafetensors(o.inputTensor);
@@ -51,7 +53,7 @@ export async function encodeCommand(o: {
   } else {
     throw new UsageError('give --image IMG or --input-tensor FILE');
   }
-  const engine = new Engine(await getGpu());
+  const engine = new Engine(await getGpu(gpuChoice(o)));
   const enc = new ImageEncoder(engine, cfg, new Rng(0));
   if (o.checkpoint) enc.loadStateDict(await readEncoderWeights(o.checkpoint), { source: o.checkpoint });
   else console.warn('no --checkpoint: random weights');
@@ -74,6 +76,7 @@ export async function encodeCommand(o: {
     if (last) await put('vision_features', last);
   });
   await writeSafetensors(o.out, outTensors);
-  console.log(`wrote ${[...outTensors.keys()].join(', ')} to ${o.out}`);
+  console.log(`tensors: ${[...outTensors.keys()].join(', ')}`);
+  console.log(wroteLine([o.out]));
   await closeGpu();
 }

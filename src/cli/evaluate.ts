@@ -1,5 +1,4 @@
 /** `sam2-lora eval`: the reference-style metrics table for one or more adapters, side by side. */
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Sample, openDataset } from '../data/dataset.js';
 import { checkSamples } from '../data/decode.js';
@@ -7,21 +6,24 @@ import { closeGpu } from '../gpu/runtime.js';
 import { formatTable, metricsJson, type SegMetrics } from '../train/metrics.js';
 import { evaluateAt } from '../train/evaluate.js';
 import * as report from '../report/index.js';
-import { UsageError, int } from './common.js';
+import { type GpuCliOptions, UsageError, gpuChoice, int } from './common.js';
+import { EVAL_DEFAULTS, SPLITS } from './defaults.js';
+import { humanLog, writeJsonTarget, wroteLine } from './output.js';
 import { modelFromAdapter } from '../adapter/adapter.js';
 
-export interface EvalCliOptions {
+export interface EvalCliOptions extends GpuCliOptions {
   adapter: string[];
   data?: string;
-  split: string;
+  /** The split evaluated, as `train` names it (default test); `split` is its alias. */
+  testSplit?: string;
+  split?: string;
   images?: string;
   masks?: string;
   checkpoint?: string;
-  batch: string;
+  batch?: string;
+  /** Metrics as JSON: a file, or `-` for stdout (the table then goes to stderr). */
   json?: string;
   skipBad?: boolean;
-  gpuAdapter?: string;
-  backend?: string;
   /** HTML report folder (index.html, metrics.json, img/). */
   report?: string;
   /** Also score at each photo's own resolution. */
@@ -30,16 +32,27 @@ export interface EvalCliOptions {
   gallery?: string;
 }
 
+/** `--split` is an alias of `--test-split` (train's name for it): one split, given once. */
+export function evalSplit(o: Pick<EvalCliOptions, 'testSplit' | 'split'>): string {
+  if (o.split !== undefined && o.testSplit !== undefined && o.split !== o.testSplit) {
+    throw new UsageError(`--split ${o.split} and --test-split ${o.testSplit} disagree: --split ` +
+      'is an alias of --test-split; give one');
+  }
+  return o.testSplit ?? o.split ?? SPLITS.test;
+}
+
 export async function evalCommand(o: EvalCliOptions): Promise<void> {
   if (!o.adapter?.length) throw new UsageError('give at least one --adapter DIR');
+  o = { ...o, testSplit: evalSplit(o) };
+  const log = humanLog(o.json);
   const all = o.images || o.masks
     ? await openDataset({ images: o.images, masks: o.masks })
-    : await openDataset({ root: o.data, split: o.split });
+    : await openDataset({ root: o.data, split: o.testSplit });
   // Header checks and the masks' encoding (0/255, 0/1, palette, 16-bit...), detected once.
   const checked = await checkSamples(all, { skipBad: o.skipBad });
   for (const b of checked.bad) console.warn(`skipping ${b.file}: ${b.reason}`);
   if (checked.bad.length) console.warn(`skipped ${checked.bad.length} bad samples`);
-  if (checked.maskEncoding) console.log(`masks: ${checked.maskEncoding.description}`);
+  if (checked.maskEncoding) log(`masks: ${checked.maskEncoding.description}`);
   if (checked.maskEncoding?.warning) console.warn(`WARNING: ${checked.maskEncoding.warning}`);
   const samples = checked.good;
   if (!samples.length) throw new UsageError('no usable samples to evaluate');
@@ -52,13 +65,13 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   for (const path of o.adapter) {
     const { model, config } = await modelFromAdapter(path, {
       checkpoint: o.checkpoint,
-      adapter: { adapter: o.gpuAdapter, backend: o.backend as never },
+      adapter: gpuChoice(o),
     });
     // At 0.5 (the reference recipe) and at the threshold chosen on the validation split.
     const thresholds = [...new Set([0.5, config.threshold])];
     const results = await evaluateAt(model, samples, thresholds, {
       size: config.size,
-      batch: int('batch', o.batch),
+      batch: int('batch', o.batch ?? EVAL_DEFAULTS.batch),
       skipBad: o.skipBad,
       label: `eval ${config.segmenter.mode}`,
     });
@@ -67,11 +80,9 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
       rows.push({ name: `${config.segmenter.mode} ${at}: ${path}`, metrics });
     });
   }
-  console.log(formatTable(rows));
-  if (o.json) {
-    await writeFile(o.json, metricsJson(rows));
-    console.log(`metrics written to ${o.json}`);
-  }
+  log(formatTable(rows));
+  const written = o.json ? await writeJsonTarget(o.json, metricsJson(rows)) : null;
+  log(wroteLine(written ? [written] : []));
   await closeGpu();
 }
 
@@ -80,35 +91,36 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
  * each image's scores and the gallery's maps; the report folder gets the page and metrics.json.
  */
 async function reportEval(o: EvalCliOptions, samples: Sample[]): Promise<void> {
-  const gallery = o.gallery === undefined ? report.DEFAULT_GALLERY : int('gallery', o.gallery, 0);
+  const log = humanLog(o.json);
+  const gallery = o.gallery === undefined ? EVAL_DEFAULTS.gallery : int('gallery', o.gallery, 0);
   const results = await report.evaluateForReport(
     o.adapter.map((path) => ({
       name: path,
       path,
       open: () => modelFromAdapter(path, {
         checkpoint: o.checkpoint,
-        adapter: { adapter: o.gpuAdapter, backend: o.backend as never },
+        adapter: gpuChoice(o),
       }),
     })),
     samples,
-    { batch: int('batch', o.batch), nativeRes: o.nativeRes, gallery, skipBad: o.skipBad },
+    { batch: int('batch', o.batch ?? EVAL_DEFAULTS.batch), nativeRes: o.nativeRes, gallery, skipBad: o.skipBad },
   );
   const rows = report.tableRows(results, 'model');
-  console.log(`at model resolution (${[...new Set(results.map((r) => r.info.size))].join(', ')} px):`);
-  console.log(formatTable(rows));
+  log(`at model resolution (${[...new Set(results.map((r) => r.info.size))].join(', ')} px):`);
+  log(formatTable(rows));
   const native = o.nativeRes ? report.tableRows(results, 'native') : [];
   if (native.length) {
-    console.log("\nat each photo's own resolution (probabilities upsampled bilinearly):");
-    console.log(formatTable(native));
+    log("\nat each photo's own resolution (probabilities upsampled bilinearly):");
+    log(formatTable(native));
   }
   const written: string[] = [];
   if (o.json) {
     const all = [...rows, ...native.map((r) => ({ ...r, name: `${r.name} (native)` }))];
-    await writeFile(o.json, metricsJson(all));
-    written.push(o.json);
+    const file = await writeJsonTarget(o.json, metricsJson(all));
+    if (file) written.push(file);
   }
   if (o.report) {
-    const data = o.images ? `${o.images} + ${o.masks}` : `${o.data}, split ${o.split}`;
+    const data = o.images ? `${o.images} + ${o.masks}` : `${o.data}, split ${o.testSplit}`;
     const r = await report.writeReport(o.report, {
       dataset: data,
       adapters: results,
@@ -116,8 +128,8 @@ async function reportEval(o: EvalCliOptions, samples: Sample[]): Promise<void> {
       command: `sam2-lora ${process.argv.slice(2).join(' ')}`,
     });
     const shown = r.doc.gallery.shown;
-    console.log(`report: ${r.index} (gallery: ${shown} of ${r.doc.gallery.total} images, worst first)`);
+    log(`report: ${r.index} (gallery: ${shown} of ${r.doc.gallery.total} images, worst first)`);
     written.push(r.index, r.json, `${shown * (2 + results.length)} images in ${join(r.dir, 'img')}`);
   }
-  if (written.length) console.log(`wrote ${written.join(', ')}`);
+  log(wroteLine(written));
 }

@@ -1,6 +1,7 @@
 /** `sam2-lora info`: which adapter Dawn gives us and what it can do. */
-import type { AdapterChoice } from '../gpu/dawn.js';
 import { Gpu } from '../gpu/runtime.js';
+import { type GpuCliOptions, gpuChoice } from './common.js';
+import { jsonToStdout, writeJsonTarget, wroteLine } from './output.js';
 
 const KEY_LIMITS = [
   'maxBufferSize',
@@ -12,38 +13,39 @@ const KEY_LIMITS = [
   'maxStorageBuffersPerShaderStage',
 ];
 
-export async function info(opts: AdapterChoice & { json?: boolean }): Promise<void> {
-  const gpu = await Gpu.open(opts);
+/** `json`: also write the adapter's description as JSON to this file (`-`: stdout, alone). */
+export async function info(opts: GpuCliOptions & { json?: string }): Promise<void> {
+  const gpu = await Gpu.open(gpuChoice(opts));
   try {
     const i = gpu.info;
-    if (opts.json) {
-      console.log(JSON.stringify(i, null, 2));
-      return;
-    }
+    const written = opts.json ? await writeJsonTarget(opts.json, JSON.stringify(i, null, 2)) : null;
+    if (jsonToStdout(opts.json)) return;
+    const log = console.log;
     const mib = (v: number) => `${(v / 2 ** 20).toFixed(0)} MiB`;
-    console.log(`adapter       ${i.description || i.device} (${i.vendor}, ${i.architecture})`);
-    console.log(`backend       ${i.backend}`);
-    console.log(`cpu fallback  ${i.cpuFallback ? `yes: ${i.fallbackReason}` : 'no'}`);
+    log(`adapter       ${i.description || i.device} (${i.vendor}, ${i.architecture})`);
+    log(`backend       ${i.backend}`);
+    log(`cpu fallback  ${i.cpuFallback ? `yes: ${i.fallbackReason}` : 'no'}`);
     if (i.cpuFallback) {
-      console.log(
+      log(
         '              lavapipe runs every kernel on the CPU: fine for tests at small shapes, ' +
           'orders of magnitude slower than a GPU for training',
       );
     }
-    console.log(`features      ${i.features.join(', ')}`);
-    if (i.subgroupMinSize) console.log(`subgroups     ${i.subgroupMinSize}..${i.subgroupMaxSize}`);
-    console.log('limits');
+    log(`features      ${i.features.join(', ')}`);
+    if (i.subgroupMinSize) log(`subgroups     ${i.subgroupMinSize}..${i.subgroupMaxSize}`);
+    log('limits');
     for (const k of KEY_LIMITS) {
       const v = i.limits[k];
       const shown = k.endsWith('Size') && v >= 2 ** 20 ? `${v} (${mib(v)})` : `${v}`;
-      console.log(`  ${k.padEnd(36)} ${shown}`);
+      log(`  ${k.padEnd(36)} ${shown}`);
     }
     if (i.subgroupMatrixConfigs.length > 0) {
-      console.log('subgroup matrices (tensor cores)');
-      for (const c of i.subgroupMatrixConfigs) console.log(`  ${JSON.stringify(c)}`);
+      log('subgroup matrices (tensor cores)');
+      for (const c of i.subgroupMatrixConfigs) log(`  ${JSON.stringify(c)}`);
     } else {
-      console.log('subgroup matrices  none offered');
+      log('subgroup matrices  none offered');
     }
+    if (written) log(wroteLine([written]));
   } finally {
     gpu.close();
   }

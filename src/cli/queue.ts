@@ -7,6 +7,7 @@ import { formatStatus, queueStatus } from '../queue/status.js';
 import { safeUrl } from '../queue/schema.js';
 import { UsageError, int, num } from './common.js';
 import type { PredictCliOptions } from './predict.js';
+import { jsonToStdout, writeJsonTarget, wroteLine } from './output.js';
 
 function progressLine(p: WaitProgress): string {
   const done = p.completed + p.failed;
@@ -65,7 +66,11 @@ export async function queuedPredictCommand(input: string, o: PredictCliOptions):
   }
 }
 
-export async function queueStatusCommand(url: string, o: { limit?: string; json?: boolean }): Promise<void> {
+/** `json`: also write the status as JSON to this file (`-`: stdout, alone), as `--json` everywhere. */
+export async function queueStatusCommand(url: string, o: { limit?: string; json?: string }): Promise<void> {
   const s = await queueStatus(url, o.limit !== undefined ? int('limit', o.limit, 0) : 50);
-  console.log(o.json ? JSON.stringify(s, null, 2) : formatStatus(s));
+  const written = o.json ? await writeJsonTarget(o.json, JSON.stringify(s, null, 2)) : null;
+  if (jsonToStdout(o.json)) return;
+  console.log(formatStatus(s));
+  if (written) console.log(wroteLine([written]));
 }

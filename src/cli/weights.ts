@@ -1,5 +1,6 @@
 /** `sam2-lora weights download <size>`: fetch an official SAM2.1 checkpoint into the cache. */
 import { join } from 'node:path';
+import { wroteLine } from './output.js';
 import {
   SAM2_SIZES, checkpointFileName, checkpointUrl, defaultCacheDir, downloadFile,
   resolveCheckpoint, verifySam2Checkpoint, type DownloadOptions, type Sam2Size,
@@ -35,4 +36,15 @@ export async function weightsDownload(
     manualHint: '(or set SAM2_LORA_CACHE to the folder holding it)',
   });
   return dest;
+}
+
+/** The CLI command: downloads unless cached, then closes with the file it wrote (or none). */
+export async function weightsDownloadCommand(
+  size: Sam2Size,
+  opts: Pick<WeightsDownloadOptions, 'cacheDir' | 'force'>,
+): Promise<void> {
+  const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const cached = !opts.force && SAM2_SIZES.includes(size) ? resolveCheckpoint(size, { cacheDir }) : null;
+  const path = await weightsDownload(size, { ...opts, cacheDir });
+  console.log(cached ? `already in the cache: ${path}; ${wroteLine([])}` : wroteLine([path]));
 }

@@ -104,10 +104,31 @@ function drawCrack(rng: Rng, cov: Float32Array, w: number, h: number, start: Wal
 }
 
 /**
- * A `width`x`height` crack photo and its mask (height defaults to width). Deterministic per seed;
- * the crack fraction is drawn in about [1.5%, 6%] of the pixels.
+ * How the cracks look. The defaults mimic real photos (thin, low-contrast cracks); the CLI demo
+ * asks for wider, darker ones so that a small randomly initialised model learns them in minutes.
  */
-export function generateCrackSample(seed: number, size: number, height = size): CrackSample {
+export interface CrackStyle {
+  /** Main crack width in pixels, drawn uniformly in [min, max] (default [1, 4]). */
+  width?: [number, number];
+  /** Crack luminance as a fraction of the background's, drawn in [min, max] (default [0.25, 0.5]). */
+  dark?: [number, number];
+  /** Target crack fraction of the pixels, drawn in [min, max] (default [0.015, 0.06]). */
+  fraction?: [number, number];
+}
+
+/**
+ * A `width`x`height` crack photo and its mask (height defaults to width). Deterministic per seed
+ * and style; by default the crack fraction is drawn in about [1.5%, 6%] of the pixels.
+ */
+export function generateCrackSample(
+  seed: number,
+  size: number,
+  height = size,
+  style: CrackStyle = {},
+): CrackSample {
+  const [wMin, wMax] = style.width ?? [1, 4];
+  const [dMin, dMax] = style.dark ?? [0.25, 0.5];
+  const [fMin, fMax] = style.fraction ?? [0.015, 0.06];
   const w = size;
   const h = height;
   const n = w * h;
@@ -143,14 +164,14 @@ export function generateCrackSample(seed: number, size: number, height = size): 
   }
   // Cracks until the target fraction is reached.
   const cov = new Float32Array(n);
-  const target = rng.range(0.015, 0.06);
+  const target = rng.range(fMin, fMax);
   let frac = 0;
   for (let c = 0; c < 12 && frac < target; c++) {
     const x = rng.range(0.1, 0.9) * w;
     const y = rng.range(0.1, 0.9) * h;
     const angle = rng.next() * 2 * Math.PI;
     const length = rng.range(0.3, 0.7) * scale;
-    const width = rng.range(1, 4);
+    const width = rng.range(wMin, wMax);
     drawCrack(rng, cov, w, h, { x, y, angle, length, width, depth: 0 });
     drawCrack(rng, cov, w, h, { x, y, angle: angle + Math.PI, length, width, depth: 0 });
     let m = 0;
@@ -158,7 +179,7 @@ export function generateCrackSample(seed: number, size: number, height = size): 
     frac = m / n;
   }
   // Shade: cracks are dark with a slightly darker core; grain on top; a warm or cool grey tint.
-  const dark = rng.range(0.25, 0.5);
+  const dark = rng.range(dMin, dMax);
   const tint = [rng.range(-0.03, 0.04), rng.range(-0.02, 0.02), rng.range(-0.04, 0.03)];
   const image = new Uint8Array(n * 3);
   const mask = new Uint8Array(n);
@@ -197,6 +218,8 @@ export interface SyntheticOptions {
   test: number;
   size: number;
   seed: number;
+  /** Crack look (default: thin, low-contrast, as real photos). */
+  style?: CrackStyle;
 }
 
 /**
@@ -222,7 +245,7 @@ export async function writeSyntheticDataset(
     const jobs: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
       const id = `syn_${split}_${String(i).padStart(4, '0')}`;
-      const s = generateCrackSample(hash32(split, opts.seed, i), opts.size);
+      const s = generateCrackSample(hash32(split, opts.seed, i), opts.size, opts.size, opts.style);
       jobs.push(writeCrackSample(s, join(images, `${id}.jpg`), join(masks, `${id}.png`)));
       if (jobs.length >= 8) await Promise.all(jobs.splice(0));
     }

@@ -17,7 +17,10 @@ const LAYER_MANIFEST = join(LAYER_DIR, 'VkLayer_sam2lora_lavapipe_compat.json');
 export type Backend = 'vulkan' | 'metal' | 'd3d12' | 'd3d11' | 'opengl' | 'opengles' | 'null';
 
 export interface AdapterChoice {
-  /** Dawn's adapter name (as `sam2-lora info` prints it); `SAM2_LORA_ADAPTER` when absent. */
+  /**
+   * Dawn's adapter name (as `sam2-lora info` prints it; the CLI's `--gpu`); `SAM2_LORA_GPU` when
+   * absent (`SAM2_LORA_ADAPTER`: its deprecated alias).
+   */
   adapter?: string;
   /** Force a backend; `SAM2_LORA_BACKEND` when absent. */
   backend?: Backend;
@@ -69,7 +72,7 @@ export function isCpuAdapter(info: GPUAdapterInfo): boolean {
 function forcedText(choice: AdapterChoice): string {
   const parts: string[] = [];
   if (choice.backend) parts.push(`backend '${choice.backend}' (--backend or SAM2_LORA_BACKEND)`);
-  if (choice.adapter) parts.push(`adapter '${choice.adapter}' (--gpu-adapter/--adapter or SAM2_LORA_ADAPTER)`);
+  if (choice.adapter) parts.push(`GPU '${choice.adapter}' (--gpu or SAM2_LORA_GPU)`);
   return parts.join(' and ');
 }
 
@@ -131,6 +134,26 @@ function enableCompatLayer(): void {
   }
 }
 
+let warnedDeprecatedEnv = false;
+
+/**
+ * The GPU named by the environment: `SAM2_LORA_GPU`, else the deprecated `SAM2_LORA_ADAPTER`
+ * (with a warning, once per process: `--adapter` now always means a trained adapter folder).
+ */
+export function gpuFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+  warn: (msg: string) => void = console.warn,
+): string | undefined {
+  if (env.SAM2_LORA_GPU) return env.SAM2_LORA_GPU;
+  const old = env.SAM2_LORA_ADAPTER;
+  if (!old) return undefined;
+  if (!warnedDeprecatedEnv) {
+    warnedDeprecatedEnv = true;
+    warn('sam2-lora: SAM2_LORA_ADAPTER is deprecated: set SAM2_LORA_GPU (or pass --gpu) instead');
+  }
+  return old;
+}
+
 /**
  * Finds an adapter: the user's choice or the high-performance one; if Dawn finds none on Linux,
  * retries with the lavapipe compatibility layer enabled (only then, so a real GPU is never
@@ -139,7 +162,7 @@ function enableCompatLayer(): void {
 export async function openAdapter(choice: AdapterChoice = {}): Promise<OpenedAdapter> {
   installGlobals();
   const full: AdapterChoice = {
-    adapter: choice.adapter ?? (process.env.SAM2_LORA_ADAPTER || undefined),
+    adapter: choice.adapter ?? gpuFromEnv(),
     backend: choice.backend ?? ((process.env.SAM2_LORA_BACKEND || undefined) as Backend | undefined),
     noCpuFallback: choice.noCpuFallback,
   };

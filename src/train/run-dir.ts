@@ -14,7 +14,8 @@ import { findCheckpoint, type FoundCheckpoint } from '../adapter/manifest.js';
 export const LOCK_FILE = 'run.lock';
 
 /** Entries that mean a folder holds a run (besides the last.* / best.* checkpoint siblings). */
-const RUN_FILES = ['log.jsonl', 'history.json', 'loss.png', 'dice.png', 'test-metrics.json', 'predict'];
+const RUN_FILES = ['log.jsonl', 'history.json', 'loss.png', 'dice.png', 'test-metrics.json', 'predict',
+  'report'];
 const isRunEntry = (n: string) =>
   RUN_FILES.includes(n) || /^(last|best)(\.(old|tmp|stale)-\d+)?$/.test(n);
 
