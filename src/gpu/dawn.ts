@@ -81,6 +81,8 @@ function forcedText(choice: AdapterChoice): string {
  * named adapter is absent (it has no other way to enumerate them).
  */
 export async function availableAdapters(): Promise<string[]> {
+  // Keep Mesa quiet about a missing XDG_RUNTIME_DIR on headless machines (as openAdapter).
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
   try {
     const gpu = create([...dawnFlags({}), 'adapter=\u0001sam2-lora: list adapters']) as GPU;
     const a = await gpu.requestAdapter({ powerPreference: 'high-performance' });
