@@ -123,7 +123,7 @@ describe('GPU adapter choice', () => {
       const msg = (err as Error).message;
       console.log(`  ${JSON.stringify(choice)}: ${msg}`);
       expect(msg).toMatch(choice.adapter
-        ? /no GPU adapter matches the forced adapter 'NoSuchGPU-xyz'/
+        ? /no GPU adapter matches the forced GPU 'NoSuchGPU-xyz' \(--gpu or SAM2_LORA_GPU\)/
         : /no GPU adapter matches the forced backend 'metal'/);
       expect(msg).toMatch(/Adapters here: \w+: .+|Dawn finds no adapter here at all/);
     }
