@@ -317,3 +317,15 @@ export function spyRuns(gpu: Gpu, fn: () => void): { kernel: string; params: Run
   }
   return calls;
 }
+
+/** Sets (or, with null, clears) a parameter's gradient to the given values, as backward would. */
+export async function setGrad(p: Tensor, g: Float64Array | null): Promise<void> {
+  if (!g) {
+    p.grad?.dispose();
+    p.grad = null;
+    return;
+  }
+  const data = Float32Array.from(g);
+  if (p.grad) p.gpu.write(p.grad.buffer, data);
+  else p.grad = p.engine.parameter(data, p.shape, false);
+}

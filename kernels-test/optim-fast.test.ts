@@ -8,7 +8,7 @@ import type { Tensor } from '../src/autograd/tensor.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { ADAMW_SLOTS, adamwSlotsFor, maxAdamwSlots } from '../src/kernels/optim.js';
 import { AdamW, clipGradNorm } from '../src/train/optim.js';
-import { expectClose, f32, randn, reportError, spyRuns, testEngine, type Tol } from './helpers.js';
+import { expectClose, f32, randn, reportError, setGrad, spyRuns, testEngine, type Tol } from './helpers.js';
 import { type AdamWHyper, adamwRef } from './ref/adamw.js';
 
 afterAll(() => closeGpu());
@@ -26,17 +26,6 @@ const HYPER: AdamWHyper[] = [
   { lr: 1e-3, wd: 0.01, b1: 0.9, b2: 0.999, eps: 1e-8 },
   { lr: 5e-3, wd: 0.1, b1: 0.8, b2: 0.95, eps: 1e-6 },
 ];
-
-async function setGrad(p: Tensor, g: Float64Array | null): Promise<void> {
-  if (!g) {
-    p.grad?.dispose();
-    p.grad = null;
-    return;
-  }
-  const data = Float32Array.from(g);
-  if (p.grad) p.gpu.write(p.grad.buffer, data);
-  else p.grad = p.engine.parameter(data, p.shape, false);
-}
 
 describe('AdamW, several tensors per dispatch', () => {
   it('defaults to several tensors per dispatch on GPUs with 16 storage bindings only', async () => {

@@ -2,30 +2,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Tensor } from '../src/autograd/tensor.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { AdamW, clipGradNorm, type ParamGroup } from '../src/train/optim.js';
-import { expectClose, f32, randn, reportError, testEngine, type Tol } from './helpers.js';
+import { expectClose, f32, randn, reportError, setGrad, testEngine, type Tol } from './helpers.js';
+import { type AdamWHyper, adamwRef } from './ref/adamw.js';
 
 afterAll(() => closeGpu());
-
-interface RefHyper {
-  lr: number;
-  wd: number;
-  b1: number;
-  b2: number;
-  eps: number;
-}
-
-/** torch.optim.AdamW (amsgrad off) step t >= 1, in float64, in place. */
-function adamwRef(p: Float64Array, m: Float64Array, v: Float64Array, g: Float64Array,
-  t: number, h: RefHyper): void {
-  const bc1 = 1 - h.b1 ** t;
-  const bc2 = 1 - h.b2 ** t;
-  for (let i = 0; i < p.length; i++) {
-    p[i] *= 1 - h.lr * h.wd;
-    m[i] = h.b1 * m[i] + (1 - h.b1) * g[i];
-    v[i] = h.b2 * v[i] + (1 - h.b2) * g[i] * g[i];
-    p[i] -= ((h.lr / bc1) * m[i]) / (Math.sqrt(v[i]) / Math.sqrt(bc2) + h.eps);
-  }
-}
 
 // Parameters: each step rounds p (twice), m and v once in f32; over 6 steps that accumulates to
 // at most ~1e-6 of |p| (the update itself is ~lr, so its own f32 error is far below that).
@@ -36,23 +16,12 @@ const MOMENT_TOL: Tol = { rtol: 1e-5, atol: 1e-6 };
 const SHAPES = [[1031], [7, 3], [13, 17], [5]];
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
-async function setGrad(p: Tensor, g: Float64Array | null): Promise<void> {
-  if (!g) {
-    p.grad?.dispose();
-    p.grad = null;
-    return;
-  }
-  const data = Float32Array.from(g);
-  if (p.grad) p.gpu.write(p.grad.buffer, data);
-  else p.grad = p.engine.parameter(data, p.shape, false);
-}
-
 describe('AdamW', () => {
   it('matches torch.optim.AdamW in float64 over several steps with two groups', async () => {
     const e = await testEngine();
     const init = SHAPES.map((s) => f32(randn(size(s))));
     const params = init.map((x, i) => e.parameter(x, SHAPES[i], true, `p${i}`));
-    const hyper: RefHyper[] = [
+    const hyper: AdamWHyper[] = [
       { lr: 1e-3, wd: 0.01, b1: 0.9, b2: 0.999, eps: 1e-8 },
       { lr: 5e-3, wd: 0, b1: 0.8, b2: 0.95, eps: 1e-6 },
     ];
