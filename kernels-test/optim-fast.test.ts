@@ -4,7 +4,6 @@
  * where the device has 16 storage bindings) and one per dispatch (CPU adapters, fewer bindings).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Tensor } from '../src/autograd/tensor.js';
 import { closeGpu } from '../src/gpu/runtime.js';
 import { ADAMW_SLOTS, adamwSlotsFor, maxAdamwSlots } from '../src/kernels/optim.js';
 import { AdamW, clipGradNorm } from '../src/train/optim.js';
