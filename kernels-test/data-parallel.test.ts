@@ -19,6 +19,7 @@ import {
 import { Rng } from '../src/util/random.js';
 import { type TrainOptions, type TrainResult, train } from '../src/train/trainer.js';
 import { SEED, expectClose } from './helpers.js';
+import { nanoTrainOptions } from './nano-run.js';
 
 let dir: string;
 let data: string;
@@ -37,34 +38,8 @@ afterAll(async () => {
 const TWO = [{}, {}];
 
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    data: { root: data },
-    out,
-    segmenter: {
-      model: 'nano',
-      head: 'fpn',
-      mode: 'lora',
-      lora: { r: 4, alpha: 32, dropout: 0, targets: ['qkv', 'proj', 'mlp', 'block_proj'] },
-      seed: 7,
-    },
-    checkpoint: null,
-    size: 32,
-    batch: 4,
-    epochs: 100,
-    maxSteps: 5,
-    lr: 2e-3,
-    headLr: 1e-2,
-    weightDecay: 0.01,
-    warmup: 1,
-    clip: 1,
-    accum: 1,
-    loss: 'bce+dice',
-    augment: false,
-    skipBad: false,
-    valBatches: 1,
-    quiet: true,
-    ...over,
-  };
+  return nanoTrainOptions(data, out, { size: 32, batch: 4, maxSteps: 5, warmup: 1, loss: 'bce+dice',
+    valBatches: 1, ...over }, { dropout: 0, seed: 7 });
 }
 
 const gradNorms = (run: string) =>

@@ -22,6 +22,7 @@ import { type TrainOptions, train } from '../src/train/trainer.js';
 import { loadAdapter } from '../src/adapter/adapter.js';
 import { findCheckpoint } from '../src/adapter/manifest.js';
 import { ensureBuilt } from './dist.js';
+import { nanoTrainOptions } from './nano-run.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIST = join(REPO, 'dist');
@@ -133,18 +134,7 @@ const ARGS = ['--model', 'nano', '--head', 'fpn', '--size', '32', '--batch', '2'
   '--lr', '2e-3', '--head-lr', '1e-2', '--no-eval'];
 
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    data: { root: data },
-    out,
-    segmenter: {
-      model: 'nano', head: 'fpn', mode: 'lora', seed: 0,
-      lora: { r: 4, alpha: 32, dropout: 0.05, targets: ['qkv', 'proj', 'mlp', 'block_proj'] },
-    },
-    checkpoint: null,
-    size: 32, batch: 2, epochs: 2, lr: 2e-3, headLr: 1e-2, weightDecay: 0.01, warmup: 0, clip: 1,
-    accum: 1, loss: 'dice', augment: true, skipBad: false, quiet: true,
-    ...over,
-  };
+  return nanoTrainOptions(data, out, { size: 32, epochs: 2, augment: true, ...over }, { seed: 0 });
 }
 
 describe('training runs of the CLI killed inside a save', () => {

@@ -18,6 +18,7 @@ import { LOCK_FILE } from '../src/train/run-dir.js';
 import { evaluate } from '../src/train/evaluate.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { expectClose } from './helpers.js';
+import { nanoTrainOptions } from './nano-run.js';
 import { loadAdapter, modelFromAdapter } from '../src/adapter/adapter.js';
 import { findCheckpoint } from '../src/adapter/manifest.js';
 
@@ -36,33 +37,7 @@ afterAll(async () => {
 });
 
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    data: { root: data },
-    out,
-    segmenter: {
-      model: 'nano',
-      head: 'fpn',
-      mode: 'lora',
-      lora: { r: 4, alpha: 32, dropout: 0.05, targets: ['qkv', 'proj', 'mlp', 'block_proj'] },
-      seed: 5,
-    },
-    checkpoint: null,
-    size: 64,
-    batch: 2,
-    epochs: 100,
-    maxSteps: 24,
-    lr: 2e-3,
-    headLr: 1e-2,
-    weightDecay: 0.01,
-    warmup: 2,
-    clip: 1,
-    accum: 1,
-    loss: 'dice',
-    augment: false,
-    skipBad: false,
-    quiet: true,
-    ...over,
-  };
+  return nanoTrainOptions(data, out, { maxSteps: 24, warmup: 2, ...over });
 }
 
 describe('training pipeline (nano model, synthetic cracks)', () => {

@@ -18,6 +18,7 @@ import { type NumberFormat, formatValue, valueAt } from '../src/report/html.js';
 import { writeRunReport } from '../src/report/index.js';
 import { train } from '../src/train/trainer.js';
 import { modelFromAdapter } from '../src/adapter/adapter.js';
+import { nanoTrainOptions } from './nano-run.js';
 
 /** Debian's chromium; another system browser through SAM2_LORA_CHROMIUM. */
 const CHROMIUM = process.env.SAM2_LORA_CHROMIUM ?? '/usr/bin/chromium';
@@ -49,32 +50,7 @@ describe('HTML report in Chromium', () => {
     // 80 px photos for a 64 px model: the own-resolution scores are not the model-resolution ones.
     await writeSyntheticDataset(data, { train: 4, val: 2, test: TEST_IMAGES, size: 80, seed: 11 });
     const run = join(dir, 'run');
-    const r = await train({
-      data: { root: data },
-      out: run,
-      segmenter: {
-        model: 'nano',
-        head: 'fpn',
-        mode: 'lora',
-        lora: { r: 4, alpha: 32, dropout: 0.05, targets: ['qkv', 'proj', 'mlp', 'block_proj'] },
-        seed: 5,
-      },
-      checkpoint: null,
-      size: 64,
-      batch: 2,
-      epochs: 2,
-      maxSteps: 4,
-      lr: 2e-3,
-      headLr: 1e-2,
-      weightDecay: 0.01,
-      warmup: 0,
-      clip: 1,
-      accum: 1,
-      loss: 'dice',
-      augment: false,
-      skipBad: false,
-      quiet: true,
-    });
+    const r = await train(nanoTrainOptions(data, run, { epochs: 2, maxSteps: 4 }));
     const { model, config } = await modelFromAdapter(r.bestDir, {});
     const test = await openDataset({ root: data, split: 'test' });
     const t1 = performance.now();
