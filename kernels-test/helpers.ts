@@ -6,9 +6,10 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { beforeEach, expect } from 'vitest';
-import { Engine, Tensor, numel } from '../src/autograd/tensor.js';
+import { type DType, Engine, Tensor, numel } from '../src/autograd/tensor.js';
 import type { Kernel } from '../src/gpu/kernel.js';
 import { type Gpu, type RunArgs, getGpu } from '../src/gpu/runtime.js';
+import { roundArrayF16 } from '../src/util/f16.js';
 import { Rng } from '../src/util/random.js';
 
 let engine: Engine | null = null;
@@ -248,31 +249,42 @@ export interface OpCase {
   gradTol?: Tol;
   /** Finite-difference options for the reference backward. */
   fd?: { samples?: number; h?: number; tol?: number; skip?: number[] };
+  /**
+   * Storage type of each input (default f32). An f16 input is rounded to f16 before the reference
+   * sees it; so is the upstream gradient when the output is f16. Leaf gradients are f32.
+   */
+  dtypes?: DType[];
+  /** Expected dtype of the output (checked; default: whatever the op gives). */
+  outDtype?: DType;
 }
 
 /** Forward against the reference, then (if refBackward) backward under a random upstream grad. */
 export async function checkOp(c: OpCase): Promise<{ fwd: CompareResult; grads: CompareResult[] }> {
   const e = await testEngine();
-  const xs = c.inputs.map(f32);
+  const dts = c.dtypes ?? c.inputs.map(() => 'f32' as DType);
+  const xs = c.inputs.map((x, i) => (dts[i] === 'f16' ? Float64Array.from(roundArrayF16(x)) : f32(x)));
   c.shapes.forEach((s, i) => expect(numel(s), `${c.label}: input ${i} size`).toBe(xs[i].length));
   const needGrad = c.grads ?? xs.map(() => true);
   const out = await e.scopeAsync(async () => {
-    const ts = xs.map((x, i) => e.fromArray(x, c.shapes[i], !!c.refBackward && needGrad[i]));
+    const ts = xs.map((x, i) =>
+      e.fromArray(x, c.shapes[i], !!c.refBackward && needGrad[i], dts[i]),
+    );
     const y = c.gpu(...ts);
     expect([...y.shape], `${c.label}: output shape`).toEqual(c.outShape);
+    if (c.outDtype) expect(y.dtype, `${c.label}: output dtype`).toBe(c.outDtype);
     const want = c.ref(xs);
     const got = await y.toArray();
     const fwd = expectClose(got, want, c.tol, `${c.label} forward`);
     reportError(c.label, 'forward', c.shapes.map((s) => s.join('x')).join(' '), fwd);
     const grads: CompareResult[] = [];
     if (c.refBackward) {
-      const gy = f32(randn(y.size));
+      const gy = y.dtype === 'f16' ? Float64Array.from(roundArrayF16(randn(y.size))) : f32(randn(y.size));
       checkRefBackward(c.ref, c.refBackward, xs.map((x) => x.slice()), gy, {
         ...c.fd,
         label: c.label,
       });
       const wantGrads = c.refBackward(xs, gy);
-      e.backward(y, e.fromArray(gy, y.shape));
+      e.backward(y, e.fromArray(gy, y.shape, false, y.dtype));
       for (let i = 0; i < ts.length; i++) {
         const w = wantGrads[i];
         const gt = ts[i].grad;

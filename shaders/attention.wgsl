@@ -35,10 +35,10 @@ fn bh_index(wid: vec3u, nwg: vec3u) -> u32 {
 // ---- forward ---------------------------------------------------------------------------------
 // One workgroup = BR query rows of one (b, h); streams BC-key blocks of K and V.
 
-@group(0) @binding(0) var<storage, read> fw_qb: array<f32>;
-@group(0) @binding(1) var<storage, read> fw_kb: array<f32>;
-@group(0) @binding(2) var<storage, read> fw_vb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> fw_ob: array<f32>;
+@group(0) @binding(0) var<storage, read> fw_qb: array<dt_q>;
+@group(0) @binding(1) var<storage, read> fw_kb: array<dt_k>;
+@group(0) @binding(2) var<storage, read> fw_vb: array<dt_v>;
+@group(0) @binding(3) var<storage, read_write> fw_ob: array<dt_o>;
 @group(0) @binding(4) var<storage, read_write> fw_lse: array<f32>;
 @group(0) @binding(5) var<uniform> fw_p: AttnParams;
 
@@ -66,7 +66,7 @@ fn attn_fwd(
   for (var e = lid; e < BR * HD; e += nt) {
     let i = q0 + e / HD;
     var x = 0.0;
-    if (i < fw_p.Nq) { x = fw_qb[(b * fw_p.Nq + i) * fw_p.sq + fw_p.oq + h * HD + e % HD]; }
+    if (i < fw_p.Nq) { x = f32(fw_qb[(b * fw_p.Nq + i) * fw_p.sq + fw_p.oq + h * HD + e % HD]); }
     fw_q[(e / HD) * HS + e % HD] = x * fw_p.scale;
   }
 
@@ -80,8 +80,8 @@ fn attn_fwd(
       var vx = 0.0;
       if (j < fw_p.Nk) {
         let c = h * HD + e % HD;
-        kx = fw_kb[(b * fw_p.Nk + j) * fw_p.sk + fw_p.ok + c];
-        vx = fw_vb[(b * fw_p.Nk + j) * fw_p.sv + fw_p.ov + c];
+        kx = f32(fw_kb[(b * fw_p.Nk + j) * fw_p.sk + fw_p.ok + c]);
+        vx = f32(fw_vb[(b * fw_p.Nk + j) * fw_p.sv + fw_p.ov + c]);
       }
       fw_k[(e / HD) * HS + e % HD] = kx;
       fw_v[(e / HD) * HS + e % HD] = vx;
@@ -122,7 +122,7 @@ fn attn_fwd(
     let inv = 1.0 / l;
     for (var u = 0u; u < NDT; u++) {
       let d = t + u * TPR;
-      if (d < HD) { fw_ob[row + d] = acc[u] * inv; }
+      if (d < HD) { fw_ob[row + d] = dt_o(acc[u] * inv); }
     }
     if (t == 0u) { fw_lse[bh * fw_p.Nq + i] = m + log(l); }
   }
@@ -131,8 +131,8 @@ fn attn_fwd(
 // ---- backward: D = rowsum(dO * O) --------------------------------------------------------------
 // One thread = one (b, h, query row). O is read through (so, oo), dO through (sg, og).
 
-@group(0) @binding(0) var<storage, read> dd_g: array<f32>;
-@group(0) @binding(1) var<storage, read> dd_o: array<f32>;
+@group(0) @binding(0) var<storage, read> dd_g: array<dt_g>;
+@group(0) @binding(1) var<storage, read> dd_o: array<dt_o>;
 @group(0) @binding(2) var<storage, read_write> dd_out: array<f32>;
 @group(0) @binding(3) var<uniform> dd_p: AttnParams;
 
@@ -148,7 +148,7 @@ fn attn_bwd_d(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
   let gr = tok * dd_p.sg + dd_p.og + h * HD;
   let orow = tok * dd_p.so + dd_p.oo + h * HD;
   var s = 0.0;
-  for (var d = 0u; d < HD; d++) { s += dd_g[gr + d] * dd_o[orow + d]; }
+  for (var d = 0u; d < HD; d++) { s += f32(dd_g[gr + d]) * f32(dd_o[orow + d]); }
   dd_out[n] = s;
 }
 
@@ -156,13 +156,13 @@ fn attn_bwd_d(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
 // One workgroup = BR query rows of one (b, h); streams BC-key blocks.
 // dS = P * (dO v^T - D), dq = scale * dS k. Output through (s1, o1).
 
-@group(0) @binding(0) var<storage, read> bq_qb: array<f32>;
-@group(0) @binding(1) var<storage, read> bq_kb: array<f32>;
-@group(0) @binding(2) var<storage, read> bq_vb: array<f32>;
-@group(0) @binding(3) var<storage, read> bq_gb: array<f32>;
+@group(0) @binding(0) var<storage, read> bq_qb: array<dt_q>;
+@group(0) @binding(1) var<storage, read> bq_kb: array<dt_k>;
+@group(0) @binding(2) var<storage, read> bq_vb: array<dt_v>;
+@group(0) @binding(3) var<storage, read> bq_gb: array<dt_g>;
 @group(0) @binding(4) var<storage, read> bq_lse: array<f32>;
 @group(0) @binding(5) var<storage, read> bq_dd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> bq_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bq_out: array<dt_out>;
 @group(0) @binding(7) var<uniform> bq_p: AttnParams;
 
 var<workgroup> bq_q: array<f32, BR * HS>;
@@ -192,8 +192,8 @@ fn attn_bwd_q(
     var gx = 0.0;
     if (i < bq_p.Nq) {
       let tok = b * bq_p.Nq + i;
-      qx = bq_qb[tok * bq_p.sq + bq_p.oq + h * HD + e % HD];
-      gx = bq_gb[tok * bq_p.sg + bq_p.og + h * HD + e % HD];
+      qx = f32(bq_qb[tok * bq_p.sq + bq_p.oq + h * HD + e % HD]);
+      gx = f32(bq_gb[tok * bq_p.sg + bq_p.og + h * HD + e % HD]);
     }
     bq_q[(e / HD) * HS + e % HD] = qx * bq_p.scale;
     bq_g[(e / HD) * HS + e % HD] = gx;
@@ -214,8 +214,8 @@ fn attn_bwd_q(
       var vx = 0.0;
       if (j < bq_p.Nk) {
         let c = h * HD + e % HD;
-        kx = bq_kb[(b * bq_p.Nk + j) * bq_p.sk + bq_p.ok + c];
-        vx = bq_vb[(b * bq_p.Nk + j) * bq_p.sv + bq_p.ov + c];
+        kx = f32(bq_kb[(b * bq_p.Nk + j) * bq_p.sk + bq_p.ok + c]);
+        vx = f32(bq_vb[(b * bq_p.Nk + j) * bq_p.sv + bq_p.ov + c]);
       }
       bq_k[(e / HD) * HS + e % HD] = kx;
       bq_v[(e / HD) * HS + e % HD] = vx;
@@ -249,7 +249,7 @@ fn attn_bwd_q(
     let row = (b * bq_p.Nq + i) * bq_p.s1 + bq_p.o1 + h * HD;
     for (var u = 0u; u < NDT; u++) {
       let d = t + u * TPR;
-      if (d < HD) { bq_out[row + d] = acc[u] * bq_p.scale; }
+      if (d < HD) { bq_out[row + d] = dt_out(acc[u] * bq_p.scale); }
     }
   }
 }
@@ -259,13 +259,13 @@ fn attn_bwd_q(
 // dv = P^T dO, dk = scale * dS^T q. Both go to one buffer: dk through (s1, o1), dv through
 // (s2, o2) (two writable bindings may not alias, and in the packed case they are one tensor).
 
-@group(0) @binding(0) var<storage, read> bk_qb: array<f32>;
-@group(0) @binding(1) var<storage, read> bk_kb: array<f32>;
-@group(0) @binding(2) var<storage, read> bk_vb: array<f32>;
-@group(0) @binding(3) var<storage, read> bk_gb: array<f32>;
+@group(0) @binding(0) var<storage, read> bk_qb: array<dt_q>;
+@group(0) @binding(1) var<storage, read> bk_kb: array<dt_k>;
+@group(0) @binding(2) var<storage, read> bk_vb: array<dt_v>;
+@group(0) @binding(3) var<storage, read> bk_gb: array<dt_g>;
 @group(0) @binding(4) var<storage, read> bk_lse: array<f32>;
 @group(0) @binding(5) var<storage, read> bk_dd: array<f32>;
-@group(0) @binding(6) var<storage, read_write> bk_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bk_out: array<dt_out>;
 @group(0) @binding(7) var<uniform> bk_p: AttnParams;
 
 var<workgroup> bk_k: array<f32, BR * HS>;
@@ -298,8 +298,8 @@ fn attn_bwd_kv(
     var vx = 0.0;
     if (j < bk_p.Nk) {
       let c = h * HD + e % HD;
-      kx = bk_kb[(b * bk_p.Nk + j) * bk_p.sk + bk_p.ok + c];
-      vx = bk_vb[(b * bk_p.Nk + j) * bk_p.sv + bk_p.ov + c];
+      kx = f32(bk_kb[(b * bk_p.Nk + j) * bk_p.sk + bk_p.ok + c]);
+      vx = f32(bk_vb[(b * bk_p.Nk + j) * bk_p.sv + bk_p.ov + c]);
     }
     bk_k[(e / HD) * HS + e % HD] = kx;
     bk_v[(e / HD) * HS + e % HD] = vx;
@@ -315,8 +315,8 @@ fn attn_bwd_kv(
       var gx = 0.0;
       if (i < bk_p.Nq) {
         let tok = b * bk_p.Nq + i;
-        qx = bk_qb[tok * bk_p.sq + bk_p.oq + h * HD + e % HD];
-        gx = bk_gb[tok * bk_p.sg + bk_p.og + h * HD + e % HD];
+        qx = f32(bk_qb[tok * bk_p.sq + bk_p.oq + h * HD + e % HD]);
+        gx = f32(bk_gb[tok * bk_p.sg + bk_p.og + h * HD + e % HD]);
       }
       bk_q[(e / HD) * HS + e % HD] = qx * bk_p.scale;
       bk_g[(e / HD) * HS + e % HD] = gx;
@@ -372,8 +372,8 @@ fn attn_bwd_kv(
       let d = t + u * TPR;
       if (d < HD) {
         // The query block was pre-scaled, so ak already carries the softmax scale.
-        bk_out[rk + d] = ak[u];
-        bk_out[rv + d] = av[u];
+        bk_out[rk + d] = dt_out(ak[u]);
+        bk_out[rv + d] = dt_out(av[u]);
       }
     }
   }
@@ -383,8 +383,8 @@ fn attn_bwd_kv(
 // out[r * so + oo + c] = in[r * si + oi + c] for r < rows, c < cols: splits a packed [rows, 2C]
 // gradient into its halves. One thread = one element.
 
-@group(0) @binding(0) var<storage, read> cc_in: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cc_out: array<f32>;
+@group(0) @binding(0) var<storage, read> cc_in: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> cc_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> cc_p: ColsParams;
 
 @compute @workgroup_size(WG)
@@ -393,10 +393,10 @@ fn attn_cols(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups)
   if (n >= cc_p.rows * cc_p.cols) { return; }
   let row = n / cc_p.cols;
   let c = n % cc_p.cols;
-  cc_out[row * cc_p.so + cc_p.oo + c] = cc_in[row * cc_p.si + cc_p.oi + c];
+  cc_out[row * cc_p.so + cc_p.oo + c] = dt_out(f32(cc_in[row * cc_p.si + cc_p.oi + c]));
 }
 
-@group(0) @binding(0) var<storage, read_write> cz_out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> cz_out: array<dt_out>;
 @group(0) @binding(1) var<uniform> cz_p: ColsParams;
 
 // out[r * so + oo + c] = 0 for r < rows, c < cols: the unused q columns of a packed gradient.
@@ -407,7 +407,7 @@ fn attn_zero_cols(
 ) {
   let n = gid.x + gid.y * nwg.x * WG;
   if (n >= cz_p.rows * cz_p.cols) { return; }
-  cz_out[(n / cz_p.cols) * cz_p.so + cz_p.oo + n % cz_p.cols] = 0.0;
+  cz_out[(n / cz_p.cols) * cz_p.so + cz_p.oo + n % cz_p.cols] = dt_out(0.0);
 }
 
 // ---- CPU variants ----------------------------------------------------------------------------
@@ -440,9 +440,9 @@ fn fr_mask(s: mat4x4f, ok: vec4<bool>) -> mat4x4f {
     select(neg, s[3], ok.w));
 }
 
-@group(0) @binding(0) var<storage, read> fr_qb: array<f32>;
-@group(0) @binding(1) var<storage, read> fr_kb: array<f32>;
-@group(0) @binding(2) var<storage, read> fr_vb: array<f32>;
+@group(0) @binding(0) var<storage, read> fr_qb: array<dt_q>;
+@group(0) @binding(1) var<storage, read> fr_kb: array<dt_k>;
+@group(0) @binding(2) var<storage, read> fr_vb: array<dt_v>;
 @group(0) @binding(3) var<storage, read_write> fr_ob: array<f32>;
 @group(0) @binding(4) var<storage, read_write> fr_lse: array<f32>;
 @group(0) @binding(5) var<uniform> fr_p: AttnParams;
@@ -462,7 +462,7 @@ fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   var m = vec4f(NEG);
   var l = vec4f(0.0);
   // Keys stream 8 at a time (two 4-key halves), so each pass over the output rows serves 8.
-  for (var j0 = 0u; j0 < fr_p.Nk; j0 += 8u) {
+  for (var j0 = 0u; j0 < sl_bound(fr_p.Nk, gid.x); j0 += 8u) {
     let ra = rg_rows(j0, fr_p.Nk);
     let rb = rg_rows(j0 + 4u, fr_p.Nk);
     let ka = (b * fr_p.Nk + ra) * fr_p.sk + fr_p.ok + h * HD;
@@ -473,15 +473,16 @@ fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
     var sa = mat4x4f();
     var sb = mat4x4f();
     for (var d = 0u; d < HD; d++) {
-      let q = vec4f(fr_qb[qi.x + d], fr_qb[qi.y + d], fr_qb[qi.z + d], fr_qb[qi.w + d]);
-      sa[0] += q * fr_kb[ka.x + d];
-      sa[1] += q * fr_kb[ka.y + d];
-      sa[2] += q * fr_kb[ka.z + d];
-      sa[3] += q * fr_kb[ka.w + d];
-      sb[0] += q * fr_kb[kb.x + d];
-      sb[1] += q * fr_kb[kb.y + d];
-      sb[2] += q * fr_kb[kb.z + d];
-      sb[3] += q * fr_kb[kb.w + d];
+      let q = vec4f(f32(fr_qb[qi.x + d]), f32(fr_qb[qi.y + d]),
+        f32(fr_qb[qi.z + d]), f32(fr_qb[qi.w + d]));
+      sa[0] += q * f32(fr_kb[ka.x + d]);
+      sa[1] += q * f32(fr_kb[ka.y + d]);
+      sa[2] += q * f32(fr_kb[ka.z + d]);
+      sa[3] += q * f32(fr_kb[ka.w + d]);
+      sb[0] += q * f32(fr_kb[kb.x + d]);
+      sb[1] += q * f32(fr_kb[kb.y + d]);
+      sb[2] += q * f32(fr_kb[kb.z + d]);
+      sb[3] += q * f32(fr_kb[kb.w + d]);
     }
     let oka = rg_valid(j0, fr_p.Nk);
     let okb = rg_valid(j0 + 4u, fr_p.Nk);
@@ -497,8 +498,10 @@ fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
     m = mn;
     let first = j0 == 0u;
     for (var d = 0u; d < HD; d++) {
-      let v0 = vec4f(fr_vb[va.x + d], fr_vb[va.y + d], fr_vb[va.z + d], fr_vb[va.w + d]);
-      let v1 = vec4f(fr_vb[vb.x + d], fr_vb[vb.y + d], fr_vb[vb.z + d], fr_vb[vb.w + d]);
+      let v0 = vec4f(f32(fr_vb[va.x + d]), f32(fr_vb[va.y + d]),
+        f32(fr_vb[va.z + d]), f32(fr_vb[va.w + d]));
+      let v1 = vec4f(f32(fr_vb[vb.x + d]), f32(fr_vb[vb.y + d]),
+        f32(fr_vb[vb.z + d]), f32(fr_vb[vb.w + d]));
       // acc_i = acc_i * alpha_i + sum_j p[j][i] v_j: P times v as matrix-vector products.
       var acc = vec4f(0.0);
       if (!first) {
@@ -526,10 +529,10 @@ fn attn_fwd_regs(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   if (ok.w) { fr_lse[li + 3u] = lse.w; }
 }
 
-@group(0) @binding(0) var<storage, read> qr_qb: array<f32>;
-@group(0) @binding(1) var<storage, read> qr_kb: array<f32>;
-@group(0) @binding(2) var<storage, read> qr_vb: array<f32>;
-@group(0) @binding(3) var<storage, read> qr_gb: array<f32>;
+@group(0) @binding(0) var<storage, read> qr_qb: array<dt_q>;
+@group(0) @binding(1) var<storage, read> qr_kb: array<dt_k>;
+@group(0) @binding(2) var<storage, read> qr_vb: array<dt_v>;
+@group(0) @binding(3) var<storage, read> qr_gb: array<dt_g>;
 @group(0) @binding(4) var<storage, read> qr_lse: array<f32>;
 @group(0) @binding(5) var<storage, read> qr_dd: array<f32>;
 @group(0) @binding(6) var<storage, read_write> qr_out: array<f32>;
@@ -556,7 +559,7 @@ fn attn_bwd_q_regs(
   let lse = vec4f(qr_lse[li.x], qr_lse[li.y], qr_lse[li.z], qr_lse[li.w]);
   let dsum = vec4f(qr_dd[li.x], qr_dd[li.y], qr_dd[li.z], qr_dd[li.w]);
   // Keys stream 8 at a time (two 4-key halves), so each pass over the dq rows serves 8.
-  for (var j0 = 0u; j0 < qr_p.Nk; j0 += 8u) {
+  for (var j0 = 0u; j0 < sl_bound(qr_p.Nk, gid.x); j0 += 8u) {
     let ra = rg_rows(j0, qr_p.Nk);
     let rb = rg_rows(j0 + 4u, qr_p.Nk);
     let ka = (b * qr_p.Nk + ra) * qr_p.sk + qr_p.ok + h * HD;
@@ -568,24 +571,26 @@ fn attn_bwd_q_regs(
     var pa = mat4x4f();
     var pb = mat4x4f();
     for (var d = 0u; d < HD; d++) {
-      let q = vec4f(qr_qb[qi.x + d], qr_qb[qi.y + d], qr_qb[qi.z + d], qr_qb[qi.w + d]);
-      let g = vec4f(qr_gb[gi.x + d], qr_gb[gi.y + d], qr_gb[gi.z + d], qr_gb[gi.w + d]);
-      sa[0] += q * qr_kb[ka.x + d];
-      sa[1] += q * qr_kb[ka.y + d];
-      sa[2] += q * qr_kb[ka.z + d];
-      sa[3] += q * qr_kb[ka.w + d];
-      sb[0] += q * qr_kb[kb.x + d];
-      sb[1] += q * qr_kb[kb.y + d];
-      sb[2] += q * qr_kb[kb.z + d];
-      sb[3] += q * qr_kb[kb.w + d];
-      pa[0] += g * qr_vb[va.x + d];
-      pa[1] += g * qr_vb[va.y + d];
-      pa[2] += g * qr_vb[va.z + d];
-      pa[3] += g * qr_vb[va.w + d];
-      pb[0] += g * qr_vb[vb.x + d];
-      pb[1] += g * qr_vb[vb.y + d];
-      pb[2] += g * qr_vb[vb.z + d];
-      pb[3] += g * qr_vb[vb.w + d];
+      let q = vec4f(f32(qr_qb[qi.x + d]), f32(qr_qb[qi.y + d]),
+        f32(qr_qb[qi.z + d]), f32(qr_qb[qi.w + d]));
+      let g = vec4f(f32(qr_gb[gi.x + d]), f32(qr_gb[gi.y + d]),
+        f32(qr_gb[gi.z + d]), f32(qr_gb[gi.w + d]));
+      sa[0] += q * f32(qr_kb[ka.x + d]);
+      sa[1] += q * f32(qr_kb[ka.y + d]);
+      sa[2] += q * f32(qr_kb[ka.z + d]);
+      sa[3] += q * f32(qr_kb[ka.w + d]);
+      sb[0] += q * f32(qr_kb[kb.x + d]);
+      sb[1] += q * f32(qr_kb[kb.y + d]);
+      sb[2] += q * f32(qr_kb[kb.z + d]);
+      sb[3] += q * f32(qr_kb[kb.w + d]);
+      pa[0] += g * f32(qr_vb[va.x + d]);
+      pa[1] += g * f32(qr_vb[va.y + d]);
+      pa[2] += g * f32(qr_vb[va.z + d]);
+      pa[3] += g * f32(qr_vb[va.w + d]);
+      pb[0] += g * f32(qr_vb[vb.x + d]);
+      pb[1] += g * f32(qr_vb[vb.y + d]);
+      pb[2] += g * f32(qr_vb[vb.z + d]);
+      pb[3] += g * f32(qr_vb[vb.w + d]);
     }
     // dS[j][i] = P_ij (dP_ij - D_i), times the softmax scale for dq; 0 for keys past Nk.
     let oka = rg_valid(j0, qr_p.Nk);
@@ -594,8 +599,10 @@ fn attn_bwd_q_regs(
     let db = qr_ds(sb, pb, lse, dsum, okb);
     let first = j0 == 0u;
     for (var d = 0u; d < HD; d++) {
-      let k0 = vec4f(qr_kb[ka.x + d], qr_kb[ka.y + d], qr_kb[ka.z + d], qr_kb[ka.w + d]);
-      let k1 = vec4f(qr_kb[kb.x + d], qr_kb[kb.y + d], qr_kb[kb.z + d], qr_kb[kb.w + d]);
+      let k0 = vec4f(f32(qr_kb[ka.x + d]), f32(qr_kb[ka.y + d]),
+        f32(qr_kb[ka.z + d]), f32(qr_kb[ka.w + d]));
+      let k1 = vec4f(f32(qr_kb[kb.x + d]), f32(qr_kb[kb.y + d]),
+        f32(qr_kb[kb.z + d]), f32(qr_kb[kb.w + d]));
       var acc = vec4f(0.0);
       if (!first) {
         acc = vec4f(qr_out[oi.x + d], qr_out[oi.y + d], qr_out[oi.z + d], qr_out[oi.w + d]);
@@ -621,10 +628,10 @@ fn qr_ds_col(s: vec4f, dp: vec4f, lse: vec4f, dsum: vec4f, ok: bool) -> vec4f {
   return select(vec4f(0.0), pr * (dp - dsum) * qr_p.scale, ok);
 }
 
-@group(0) @binding(0) var<storage, read> kr_qb: array<f32>;
-@group(0) @binding(1) var<storage, read> kr_kb: array<f32>;
-@group(0) @binding(2) var<storage, read> kr_vb: array<f32>;
-@group(0) @binding(3) var<storage, read> kr_gb: array<f32>;
+@group(0) @binding(0) var<storage, read> kr_qb: array<dt_q>;
+@group(0) @binding(1) var<storage, read> kr_kb: array<dt_k>;
+@group(0) @binding(2) var<storage, read> kr_vb: array<dt_v>;
+@group(0) @binding(3) var<storage, read> kr_gb: array<dt_g>;
 @group(0) @binding(4) var<storage, read> kr_lse: array<f32>;
 @group(0) @binding(5) var<storage, read> kr_dd: array<f32>;
 @group(0) @binding(6) var<storage, read_write> kr_out: array<f32>;
@@ -650,7 +657,7 @@ fn attn_bwd_kv_regs(
   let dv = (b * kr_p.Nk + rows) * kr_p.s2 + kr_p.o2 + h * HD;
   // Queries stream 8 at a time (two 4-query halves) so the thread's own k, v rows and its dk, dv
   // accumulators are read once per 8 queries.
-  for (var i0 = 0u; i0 < kr_p.Nq; i0 += 8u) {
+  for (var i0 = 0u; i0 < sl_bound(kr_p.Nq, gid.x); i0 += 8u) {
     let ra = rg_rows(i0, kr_p.Nq);
     let rb = rg_rows(i0 + 4u, kr_p.Nq);
     let qa = (b * kr_p.Nq + ra) * kr_p.sq + kr_p.oq + h * HD;
@@ -663,34 +670,40 @@ fn attn_bwd_kv_regs(
     var pa = mat4x4f();
     var pb = mat4x4f();
     for (var d = 0u; d < HD; d++) {
-      let k = vec4f(kr_kb[kj.x + d], kr_kb[kj.y + d], kr_kb[kj.z + d], kr_kb[kj.w + d]);
-      let v = vec4f(kr_vb[vj.x + d], kr_vb[vj.y + d], kr_vb[vj.z + d], kr_vb[vj.w + d]);
-      sa[0] += k * kr_qb[qa.x + d];
-      sa[1] += k * kr_qb[qa.y + d];
-      sa[2] += k * kr_qb[qa.z + d];
-      sa[3] += k * kr_qb[qa.w + d];
-      sb[0] += k * kr_qb[qb.x + d];
-      sb[1] += k * kr_qb[qb.y + d];
-      sb[2] += k * kr_qb[qb.z + d];
-      sb[3] += k * kr_qb[qb.w + d];
-      pa[0] += v * kr_gb[ga.x + d];
-      pa[1] += v * kr_gb[ga.y + d];
-      pa[2] += v * kr_gb[ga.z + d];
-      pa[3] += v * kr_gb[ga.w + d];
-      pb[0] += v * kr_gb[gb.x + d];
-      pb[1] += v * kr_gb[gb.y + d];
-      pb[2] += v * kr_gb[gb.z + d];
-      pb[3] += v * kr_gb[gb.w + d];
+      let k = vec4f(f32(kr_kb[kj.x + d]), f32(kr_kb[kj.y + d]),
+        f32(kr_kb[kj.z + d]), f32(kr_kb[kj.w + d]));
+      let v = vec4f(f32(kr_vb[vj.x + d]), f32(kr_vb[vj.y + d]),
+        f32(kr_vb[vj.z + d]), f32(kr_vb[vj.w + d]));
+      sa[0] += k * f32(kr_qb[qa.x + d]);
+      sa[1] += k * f32(kr_qb[qa.y + d]);
+      sa[2] += k * f32(kr_qb[qa.z + d]);
+      sa[3] += k * f32(kr_qb[qa.w + d]);
+      sb[0] += k * f32(kr_qb[qb.x + d]);
+      sb[1] += k * f32(kr_qb[qb.y + d]);
+      sb[2] += k * f32(kr_qb[qb.z + d]);
+      sb[3] += k * f32(kr_qb[qb.w + d]);
+      pa[0] += v * f32(kr_gb[ga.x + d]);
+      pa[1] += v * f32(kr_gb[ga.y + d]);
+      pa[2] += v * f32(kr_gb[ga.z + d]);
+      pa[3] += v * f32(kr_gb[ga.w + d]);
+      pb[0] += v * f32(kr_gb[gb.x + d]);
+      pb[1] += v * f32(kr_gb[gb.y + d]);
+      pb[2] += v * f32(kr_gb[gb.z + d]);
+      pb[3] += v * f32(kr_gb[gb.w + d]);
     }
     // In place: sX becomes P (0 past Nq), pX (dP) becomes scale * dS.
     kr_probs(bh, i0, &sa, &pa);
     kr_probs(bh, i0 + 4u, &sb, &pb);
     let first = i0 == 0u;
     for (var d = 0u; d < HD; d++) {
-      let q0 = vec4f(kr_qb[qa.x + d], kr_qb[qa.y + d], kr_qb[qa.z + d], kr_qb[qa.w + d]);
-      let q1 = vec4f(kr_qb[qb.x + d], kr_qb[qb.y + d], kr_qb[qb.z + d], kr_qb[qb.w + d]);
-      let g0 = vec4f(kr_gb[ga.x + d], kr_gb[ga.y + d], kr_gb[ga.z + d], kr_gb[ga.w + d]);
-      let g1 = vec4f(kr_gb[gb.x + d], kr_gb[gb.y + d], kr_gb[gb.z + d], kr_gb[gb.w + d]);
+      let q0 = vec4f(f32(kr_qb[qa.x + d]), f32(kr_qb[qa.y + d]),
+        f32(kr_qb[qa.z + d]), f32(kr_qb[qa.w + d]));
+      let q1 = vec4f(f32(kr_qb[qb.x + d]), f32(kr_qb[qb.y + d]),
+        f32(kr_qb[qb.z + d]), f32(kr_qb[qb.w + d]));
+      let g0 = vec4f(f32(kr_gb[ga.x + d]), f32(kr_gb[ga.y + d]),
+        f32(kr_gb[ga.z + d]), f32(kr_gb[ga.w + d]));
+      let g1 = vec4f(f32(kr_gb[gb.x + d]), f32(kr_gb[gb.y + d]),
+        f32(kr_gb[gb.z + d]), f32(kr_gb[gb.w + d]));
       var ak = vec4f(0.0);
       var av = vec4f(0.0);
       if (!first) {

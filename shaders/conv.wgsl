@@ -8,6 +8,7 @@
 // contiguous. `direct` = 1 marks a 1x1 stride-1 unpadded conv: im2col(x) is x itself, a plain GEMM.
 // One thread = an RM x RN block of outputs, rows ty + i*WGY, cols tx + j*WGX (conflict-free reads
 // of the B tile, coalesced stores). Bindings: inputs (read), output (read_write), uniforms last.
+// Storage element types are the dt_* aliases (f32 or f16 each); tiles and accumulators are f32.
 
 const RM = 4u;
 const RN = 4u;
@@ -39,10 +40,10 @@ fn cv_mac(tx: u32, ty: u32, acc: ptr<function, array<f32, RM * RN>>) {
 
 // ---- forward ------------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> fwd_x: array<f32>;
-@group(0) @binding(1) var<storage, read> fwd_w: array<f32>;
-@group(0) @binding(2) var<storage, read> fwd_bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> fwd_y: array<f32>;
+@group(0) @binding(0) var<storage, read> fwd_x: array<dt_x>;
+@group(0) @binding(1) var<storage, read> fwd_w: array<dt_w>;
+@group(0) @binding(2) var<storage, read> fwd_bias: array<dt_bias>;
+@group(0) @binding(3) var<storage, read_write> fwd_y: array<dt_y>;
 @group(0) @binding(4) var<uniform> fwd_p: ConvParams;
 
 // im2col(x)[m, k], zero outside the image (padding) and outside [P, K].
@@ -50,7 +51,7 @@ fn fwd_load_a(m: u32, k: u32) -> f32 {
   let p = fwd_p;
   let kk = p.kh * p.kw * p.cin;
   if (m >= p.b * p.ho * p.wo || k >= kk) { return 0.0; }
-  if (p.direct == 1u) { return fwd_x[m * p.cin + k]; }
+  if (sl_bound(p.direct, m) == 1u) { return f32(fwd_x[m * p.cin + k]); }
   let hw = p.ho * p.wo;
   let bi = m / hw;
   let r = m % hw;
@@ -61,7 +62,7 @@ fn fwd_load_a(m: u32, k: u32) -> f32 {
   let iy = i32(oy * p.stride + tap / p.kw) - i32(p.pad);
   let ix = i32(ox * p.stride + tap % p.kw) - i32(p.pad);
   if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
-  return fwd_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
+  return f32(fwd_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci]);
 }
 
 // W[k, n] = weight[n, ci, ky, kx].
@@ -69,7 +70,7 @@ fn fwd_load_b(k: u32, n: u32) -> f32 {
   let p = fwd_p;
   let khw = p.kh * p.kw;
   if (k >= khw * p.cin || n >= p.cout) { return 0.0; }
-  return fwd_w[(n * p.cin + k % p.cin) * khw + k / p.cin];
+  return f32(fwd_w[(n * p.cin + k % p.cin) * khw + k / p.cin]);
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -83,7 +84,7 @@ fn conv_fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid
   let t = lid.y * WGX + lid.x;
   let nt = WGX * WGY;
   var acc: array<f32, RM * RN>;
-  for (var k0 = 0u; k0 < kk; k0 += TK) {
+  for (var k0 = 0u; k0 < sl_bound(kk, wid.x); k0 += TK) {
     // k fastest across threads: contiguous reads of x along ci and of W along (ci, tap).
     for (var e = t; e < tm * TK; e += nt) {
       let mm = e / TK;
@@ -107,17 +108,17 @@ fn conv_fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid
       let n = n0 + lid.x + j * WGX;
       if (n >= p.cout) { continue; }
       var v = acc[i * RN + j];
-      if (p.has_bias == 1u) { v += fwd_bias[n]; }
-      fwd_y[m * p.cout + n] = v;
+      if (p.has_bias == 1u) { v += f32(fwd_bias[n]); }
+      fwd_y[m * p.cout + n] = dt_y(v);
     }
   }
 }
 
 // ---- input gradient -------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> dx_dy: array<f32>;
-@group(0) @binding(1) var<storage, read> dx_w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dx_dx: array<f32>;
+@group(0) @binding(0) var<storage, read> dx_dy: array<dt_dy>;
+@group(0) @binding(1) var<storage, read> dx_w: array<dt_w>;
+@group(0) @binding(2) var<storage, read_write> dx_dx: array<dt_dx>;
 @group(0) @binding(3) var<uniform> dx_p: ConvParams;
 
 // col(dy)[m, k]: m = input pixel (b, iy, ix), k = (ky, kx, co). dy at the output pixel whose
@@ -125,7 +126,7 @@ fn conv_fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid
 fn dx_load_a(m: u32, k: u32) -> f32 {
   let p = dx_p;
   if (m >= p.b * p.h * p.w || k >= p.kh * p.kw * p.cout) { return 0.0; }
-  if (p.direct == 1u) { return dx_dy[m * p.cout + k]; }
+  if (sl_bound(p.direct, m) == 1u) { return f32(dx_dy[m * p.cout + k]); }
   let hw = p.h * p.w;
   let bi = m / hw;
   let r = m % hw;
@@ -140,7 +141,7 @@ fn dx_load_a(m: u32, k: u32) -> f32 {
   let oy = uy / p.stride;
   let ox = ux / p.stride;
   if (oy >= p.ho || ox >= p.wo) { return 0.0; }
-  return dx_dy[((bi * p.ho + oy) * p.wo + ox) * p.cout + co];
+  return f32(dx_dy[((bi * p.ho + oy) * p.wo + ox) * p.cout + co]);
 }
 
 // [k = (ky, kx, co), n = ci] -> weight[co, ci, ky, kx].
@@ -148,7 +149,7 @@ fn dx_load_b(k: u32, n: u32) -> f32 {
   let p = dx_p;
   let khw = p.kh * p.kw;
   if (k >= khw * p.cout || n >= p.cin) { return 0.0; }
-  return dx_w[((k % p.cout) * p.cin + n) * khw + k / p.cout];
+  return f32(dx_w[((k % p.cout) * p.cin + n) * khw + k / p.cout]);
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -162,7 +163,7 @@ fn conv_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
   let t = lid.y * WGX + lid.x;
   let nt = WGX * WGY;
   var acc: array<f32, RM * RN>;
-  for (var k0 = 0u; k0 < kk; k0 += TK) {
+  for (var k0 = 0u; k0 < sl_bound(kk, wid.x); k0 += TK) {
     for (var e = t; e < tm * TK; e += nt) {
       let mm = e / TK;
       let ke = e % TK;
@@ -185,23 +186,23 @@ fn conv_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     for (var j = 0u; j < RN; j++) {
       let n = n0 + lid.x + j * WGX;
       if (n >= p.cin) { continue; }
-      dx_dx[m * p.cin + n] = acc[i * RN + j];
+      dx_dx[m * p.cin + n] = dt_dx(acc[i * RN + j]);
     }
   }
 }
 
 // ---- weight gradient ------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> dw_dy: array<f32>;
-@group(0) @binding(1) var<storage, read> dw_x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dw_dw: array<f32>;
+@group(0) @binding(0) var<storage, read> dw_dy: array<dt_dy>;
+@group(0) @binding(1) var<storage, read> dw_x: array<dt_x>;
+@group(0) @binding(2) var<storage, read_write> dw_dw: array<dt_dw>;
 @group(0) @binding(3) var<uniform> dw_p: ConvParams;
 
 // im2col(x)[q, n] with n = (ky, kx, ci), as in the forward.
 fn dw_load_b(q: u32, n: u32) -> f32 {
   let p = dw_p;
   if (q >= p.b * p.ho * p.wo || n >= p.kh * p.kw * p.cin) { return 0.0; }
-  if (p.direct == 1u) { return dw_x[q * p.cin + n]; }
+  if (sl_bound(p.direct, q) == 1u) { return f32(dw_x[q * p.cin + n]); }
   let hw = p.ho * p.wo;
   let bi = q / hw;
   let r = q % hw;
@@ -210,7 +211,7 @@ fn dw_load_b(q: u32, n: u32) -> f32 {
   let iy = i32((r / p.wo) * p.stride + tap / p.kw) - i32(p.pad);
   let ix = i32((r % p.wo) * p.stride + tap % p.kw) - i32(p.pad);
   if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
-  return dw_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci];
+  return f32(dw_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci]);
 }
 
 // Grid z = split of the P reduction: split z sums rows [z*chunk, (z+1)*chunk) into its own
@@ -237,7 +238,7 @@ fn conv_dw(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
       let q = k0 + ke;
       let co = m0 + mm;
       var v = 0.0;
-      if (q < q1 && co < p.cout) { v = dw_dy[q * p.cout + co]; }
+      if (q < q1 && co < p.cout) { v = f32(dw_dy[q * p.cout + co]); }
       cv_as[ke * tm + mm] = v;
     }
     for (var e = t; e < tn * TK; e += nt) {
@@ -260,7 +261,7 @@ fn conv_dw(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
     for (var j = 0u; j < RN; j++) {
       let n = n0 + lid.x + j * WGX;
       if (n >= kk) { continue; }
-      dw_dw[slab + (co * p.cin + n % p.cin) * khw + n / p.cin] = acc[i * RN + j];
+      dw_dw[slab + (co * p.cin + n % p.cin) * khw + n / p.cin] = dt_dw(acc[i * RN + j]);
     }
   }
 }
@@ -270,8 +271,8 @@ fn conv_dw(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
 override CS_X: u32 = 64;
 override CS_Y: u32 = 4;
 
-@group(0) @binding(0) var<storage, read> cs_in: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cs_out: array<f32>;
+@group(0) @binding(0) var<storage, read> cs_in: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> cs_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> cs_p: ColsumParams;
 
 var<workgroup> cs_part: array<f32, CS_X * CS_Y>;
@@ -286,14 +287,14 @@ fn colsum(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: 
   let r1 = min(r0 + p.rpw, p.rows);
   var s = 0.0;
   if (c < p.cols) {
-    for (var r = r0 + lid.y; r < r1; r += CS_Y) { s += cs_in[r * p.cols + c]; }
+    for (var r = r0 + lid.y; r < r1; r += CS_Y) { s += f32(cs_in[r * p.cols + c]); }
   }
   cs_part[lid.y * CS_X + lid.x] = s;
   workgroupBarrier();
   if (lid.y != 0u || c >= p.cols) { return; }
   var tot = 0.0;
   for (var j = 0u; j < CS_Y; j++) { tot += cs_part[j * CS_X + lid.x]; }
-  cs_out[wid.y * p.cols + c] = tot;
+  cs_out[wid.y * p.cols + c] = dt_out(tot);
 }
 
 // ---- im2col / col2im: conv2d as matmul products (the CPU-adapter path, src/kernels/conv.ts) --
@@ -302,8 +303,8 @@ fn colsum(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: 
 // of ldc up to a multiple of 4 for vec4 loads) and taps outside the image are 0.
 // col2im is its adjoint in gather form: dx[b, iy, ix, ci] = sum over the taps (ky, kx) whose
 // output pixel exists of dcols[p, j]; one thread per dx element, so no atomics.
-@group(0) @binding(0) var<storage, read> ic_in: array<f32>;
-@group(0) @binding(1) var<storage, read_write> ic_out: array<f32>;
+@group(0) @binding(0) var<storage, read> ic_in: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> ic_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> ic_p: ColParams;
 
 const IC_WG = 64u;
@@ -324,10 +325,10 @@ fn im2col(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
     let iy = i32((q / ic_p.wo) * ic_p.stride + r / ic_p.kw) - i32(ic_p.pad);
     let ix = i32((q % ic_p.wo) * ic_p.stride + r % ic_p.kw) - i32(ic_p.pad);
     if (iy >= 0 && iy < i32(ic_p.h) && ix >= 0 && ix < i32(ic_p.w)) {
-      v = ic_in[((bi * ic_p.h + u32(iy)) * ic_p.w + u32(ix)) * ic_p.cin + ci];
+      v = f32(ic_in[((bi * ic_p.h + u32(iy)) * ic_p.w + u32(ix)) * ic_p.cin + ci]);
     }
   }
-  ic_out[i] = v;
+  ic_out[i] = dt_out(v);
 }
 
 @compute @workgroup_size(IC_WG)
@@ -340,19 +341,19 @@ fn col2im(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw
   let iy = (pix / ic_p.w) % ic_p.h;
   let bi = pix / (ic_p.w * ic_p.h);
   var s = 0.0;
-  for (var ky = 0u; ky < ic_p.kh; ky++) {
+  for (var ky = 0u; ky < sl_bound(ic_p.kh, gid.x); ky++) {
     let ty = i32(iy + ic_p.pad) - i32(ky);
     if (ty < 0 || u32(ty) % ic_p.stride != 0u) { continue; }
     let oy = u32(ty) / ic_p.stride;
     if (oy >= ic_p.ho) { continue; }
-    for (var kx = 0u; kx < ic_p.kw; kx++) {
+    for (var kx = 0u; kx < sl_bound(ic_p.kw, gid.x); kx++) {
       let tx = i32(ix + ic_p.pad) - i32(kx);
       if (tx < 0 || u32(tx) % ic_p.stride != 0u) { continue; }
       let ox = u32(tx) / ic_p.stride;
       if (ox >= ic_p.wo) { continue; }
       let p = (bi * ic_p.ho + oy) * ic_p.wo + ox;
-      s += ic_in[p * ic_p.ldc + (ci * ic_p.kh + ky) * ic_p.kw + kx];
+      s += f32(ic_in[p * ic_p.ldc + (ci * ic_p.kh + ky) * ic_p.kw + kx]);
     }
   }
-  ic_out[i] = s;
+  ic_out[i] = dt_out(s);
 }

@@ -1,5 +1,6 @@
 // Data movement: permutes (general gather and a shared-memory tiled transpose) and column-block
-// copies (slice / concat along the last dim). Flat f32 arrays, row-major.
+// copies (slice / concat along the last dim). Flat arrays, row-major, of element types dt_x
+// (input) and dt_out (output), f32 or f16 each: a copy may also convert.
 // Bindings: input (read), output (read_write), uniforms last.
 
 override WG: u32 = 256;
@@ -8,8 +9,8 @@ fn copy_index(gid: vec3u, nwg: vec3u) -> u32 {
   return gid.x + gid.y * nwg.x * WG;
 }
 
-@group(0) @binding(0) var<storage, read> permute_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> permute_out: array<f32>;
+@group(0) @binding(0) var<storage, read> permute_x: array<dt_x>;
+@group(0) @binding(1) var<storage, read_write> permute_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> permute_p: PermuteParams;
 
 // One thread = one output element. o0..o5: output dims (leading 1s pad to rank 6); s0..s5: the
@@ -30,7 +31,7 @@ fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
   src += (r % permute_p.o1) * permute_p.s1;
   r /= permute_p.o1;
   src += r * permute_p.s0;
-  permute_out[i] = permute_x[src];
+  permute_out[i] = dt_out(permute_x[src]);
 }
 
 // Tiled transpose for permutes that move the last dim. A = the input's last dim (stride 1 in x),
@@ -41,8 +42,8 @@ fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 const TR_TILE: u32 = 32u;
 const TR_ROWS: u32 = 8u;
 
-@group(0) @binding(0) var<storage, read> transpose_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> transpose_out: array<f32>;
+@group(0) @binding(0) var<storage, read> transpose_x: array<dt_x>;
+@group(0) @binding(1) var<storage, read_write> transpose_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> transpose_p: TransposeParams;
 
 var<workgroup> transpose_tile: array<array<f32, 33>, 32>;
@@ -75,7 +76,7 @@ fn transpose(
   for (var k = 0u; k < TR_TILE; k += TR_ROWS) {
     let b = b0 + lid.y + k;
     if (a < p.A && b < p.B) {
-      transpose_tile[lid.y + k][lid.x] = transpose_x[inBase + b * p.sInB + a];
+      transpose_tile[lid.y + k][lid.x] = f32(transpose_x[inBase + b * p.sInB + a]);
     }
   }
   workgroupBarrier();
@@ -83,13 +84,13 @@ fn transpose(
   for (var k = 0u; k < TR_TILE; k += TR_ROWS) {
     let a2 = a0 + lid.y + k;
     if (a2 < p.A && b < p.B) {
-      transpose_out[outBase + a2 * p.sOutA + b] = transpose_tile[lid.x][lid.y + k];
+      transpose_out[outBase + a2 * p.sOutA + b] = dt_out(transpose_tile[lid.x][lid.y + k]);
     }
   }
 }
 
-@group(0) @binding(0) var<storage, read> cols_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cols_out: array<f32>;
+@group(0) @binding(0) var<storage, read> cols_x: array<dt_x>;
+@group(0) @binding(1) var<storage, read_write> cols_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> cols_p: ColsParams;
 
 // out[r, outOff + j] = x[r, inOff + j] for j < count: a block of columns of an [rows, inC] array
@@ -100,5 +101,5 @@ fn cols(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (i >= cols_p.rows * cols_p.count) { return; }
   let r = i / cols_p.count;
   let j = i % cols_p.count;
-  cols_out[r * cols_p.outC + cols_p.outOff + j] = cols_x[r * cols_p.inC + cols_p.inOff + j];
+  cols_out[r * cols_p.outC + cols_p.outOff + j] = dt_out(cols_x[r * cols_p.inC + cols_p.inOff + j]);
 }

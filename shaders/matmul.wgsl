@@ -8,6 +8,8 @@
 //   op(B) [K, N]. Batch b = z % batch with element strides sA, sB (0 = shared operand); split-K
 //   slice s = z / batch covers k in [s * kChunk, min(K, (s + 1) * kChunk)) and C[z] is at z * sC,
 //   so the launcher can sum split-K partials with colsum.
+//   Element types: dt_a, dt_b, dt_bias, dt_lt, dt_lr, dt_c (f32 or f16 each, set per variant);
+//   tiles, accumulators and the epilogue are f32, C is rounded once on store.
 //   One workgroup = a (WGY*RM) x (WGX*RN) tile of C; one thread = RM x RN outputs, strided by
 //   WGY / WGX so shared-memory reads are broadcast or consecutive, and stores coalesce.
 //   Optional inverted dropout on the loads of A or B (the LoRA branch input), keyed by the
@@ -24,12 +26,12 @@ override WGX: u32 = 16u;
 override WGY: u32 = 16u;
 override BK: u32 = 16u;
 
-@group(0) @binding(0) var<storage, read> mm_a: array<f32>;
-@group(0) @binding(1) var<storage, read> mm_b: array<f32>;
-@group(0) @binding(2) var<storage, read> mm_bias: array<f32>;
-@group(0) @binding(3) var<storage, read> mm_lt: array<f32>;
-@group(0) @binding(4) var<storage, read> mm_lr: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mm_c: array<f32>;
+@group(0) @binding(0) var<storage, read> mm_a: array<dt_a>;
+@group(0) @binding(1) var<storage, read> mm_b: array<dt_b>;
+@group(0) @binding(2) var<storage, read> mm_bias: array<dt_bias>;
+@group(0) @binding(3) var<storage, read> mm_lt: array<dt_lt>;
+@group(0) @binding(4) var<storage, read> mm_lr: array<dt_lr>;
+@group(0) @binding(5) var<storage, read_write> mm_c: array<dt_c>;
 @group(0) @binding(6) var<uniform> mm_p: MatmulParams;
 
 // Tiles stored k-major: mm_as[k][m], mm_bs[k][n].
@@ -119,15 +121,15 @@ fn mm_put(z: u32, gm: u32, gn: u32, acc: f32) {
     var lr = 0.0;
     for (var r = 0u; r < rank; r++) {
       let li = select(gn * rank + r, r * mm_p.N + gn, mm_p.lrTrans != 0u);
-      lr = fma(mm_lt[gm * rank + r], mm_lr[li], lr);
+      lr = fma(f32(mm_lt[gm * rank + r]), f32(mm_lr[li]), lr);
     }
     if (mm_p.lrMask != 0u) { lr *= mm_drop(ci); }
     v += mm_p.lrScale * lr;
   }
-  if (mm_p.hasBias != 0u) { v += mm_bias[gn]; }
+  if (mm_p.hasBias != 0u) { v += f32(mm_bias[gn]); }
   // beta == 0 must not read C: it may hold garbage (or NaN poison).
-  if (mm_p.beta != 0.0) { v += mm_p.beta * mm_c[ci]; }
-  mm_c[ci] = v;
+  if (mm_p.beta != 0.0) { v += mm_p.beta * f32(mm_c[ci]); }
+  mm_c[ci] = dt_c(v);
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -153,7 +155,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: 
       var v = 0.0;
       if (gm < mm_p.M && gk < t.kEnd) {
         let idx = t.offA + select(gm * mm_p.lda + gk, gk * mm_p.lda + gm, transA);
-        v = mm_a[idx];
+        v = f32(mm_a[idx]);
         if (mm_p.dropOn == 1u) { v *= mm_drop(idx); }
       }
       mm_as[k * BM + m] = v;
@@ -167,7 +169,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: 
       var v = 0.0;
       if (gn < mm_p.N && gk < t.kEnd) {
         let idx = t.offB + select(gk * mm_p.ldb + gn, gn * mm_p.ldb + gk, transB);
-        v = mm_b[idx];
+        v = f32(mm_b[idx]);
         if (mm_p.dropOn == 2u) { v *= mm_drop(idx); }
       }
       mm_bs[k * BN + n] = v;
@@ -182,8 +184,8 @@ fn matmul(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: 
 // matmul with 16-byte loads: the same kernel (it shares every binding but a and b, which it
 // reads as vec4) for operands whose contiguous axis (lda, ldb), batch strides and K slices are
 // multiples of 4, so a vec4 never straddles a row or the tile's k range.
-@group(0) @binding(0) var<storage, read> mm4_a: array<vec4f>;
-@group(0) @binding(1) var<storage, read> mm4_b: array<vec4f>;
+@group(0) @binding(0) var<storage, read> mm4_a: array<vec4<dt_a>>;
+@group(0) @binding(1) var<storage, read> mm4_b: array<vec4<dt_b>>;
 
 @compute @workgroup_size(WGX, WGY)
 fn matmul_v4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
@@ -208,7 +210,7 @@ fn matmul_v4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wi
       var v = vec4f(0.0);
       if (gm < mm_p.M && gk < t.kEnd) {
         let idx = t.offA + select(gm * mm_p.lda + gk, gk * mm_p.lda + gm, transA);
-        v = mm4_a[idx / 4u];
+        v = vec4f(mm4_a[idx / 4u]);
         if (mm_p.dropOn == 1u) {
           v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
         }
@@ -225,7 +227,7 @@ fn matmul_v4(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wi
       var v = vec4f(0.0);
       if (gn < mm_p.N && gk < t.kEnd) {
         let idx = t.offB + select(gk * mm_p.ldb + gn, gn * mm_p.ldb + gk, transB);
-        v = mm4_b[idx / 4u];
+        v = vec4f(mm4_b[idx / 4u]);
         if (mm_p.dropOn == 2u) {
           v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
         }
@@ -261,7 +263,7 @@ override RG_DROP: u32 = 0u;
 fn rg_la(t: MmTile, m: u32, k: u32, c: u32) -> vec4f {
   var idx = t.offA + min(m + c, mm_p.M - 1u) * mm_p.lda + k;
   if (RG_TA) { idx = t.offA + min(k + c, mm_p.K - 1u) * mm_p.lda + min(m, mm_p.M - 4u); }
-  var v = mm4_a[idx / 4u];
+  var v = vec4f(mm4_a[idx / 4u]);
   if (RG_DROP == 1u) {
     v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
   }
@@ -272,7 +274,7 @@ fn rg_la(t: MmTile, m: u32, k: u32, c: u32) -> vec4f {
 fn rg_lb(t: MmTile, n: u32, k: u32, c: u32) -> vec4f {
   var idx = t.offB + min(k + c, mm_p.K - 1u) * mm_p.ldb + min(n, mm_p.N - 4u);
   if (RG_TB) { idx = t.offB + min(n + c, mm_p.N - 1u) * mm_p.ldb + k; }
-  var v = mm4_b[idx / 4u];
+  var v = vec4f(mm4_b[idx / 4u]);
   if (RG_DROP == 2u) {
     v *= vec4f(mm_drop(idx), mm_drop(idx + 1u), mm_drop(idx + 2u), mm_drop(idx + 3u));
   }
@@ -355,8 +357,8 @@ fn rg_store_row(z: u32, gm: u32, n: u32, v: vec4f) {
 override CS_WGX: u32 = 64u;
 override CS_WGY: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> cs_g: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cs_out: array<f32>;
+@group(0) @binding(0) var<storage, read> cs_g: array<dt_g>;
+@group(0) @binding(1) var<storage, read_write> cs_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> cs_p: ColsumParams;
 
 var<workgroup> cs_part: array<f32, CS_WGX * CS_WGY>;
@@ -373,13 +375,13 @@ fn colsum(
   let r1 = min(cs_p.R, r0 + cs_p.rowsPerGroup);
   var s = 0.0;
   if (n < cs_p.N) {
-    for (var r = r0 + lid.y; r < r1; r += CS_WGY) { s += cs_g[r * cs_p.N + n]; }
+    for (var r = r0 + lid.y; r < r1; r += CS_WGY) { s += f32(cs_g[r * cs_p.N + n]); }
   }
   cs_part[lid.y * CS_WGX + lid.x] = s;
   workgroupBarrier();
   if (lid.y == 0u && n < cs_p.N) {
     var t = 0.0;
     for (var y = 0u; y < CS_WGY; y++) { t += cs_part[y * CS_WGX + lid.x]; }
-    cs_out[wid.y * cs_p.N + n] = t;
+    cs_out[wid.y * cs_p.N + n] = dt_out(t);
   }
 }

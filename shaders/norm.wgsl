@@ -7,7 +7,8 @@
 //              of rows). Workgroup TC x TR: TC consecutive columns (coalesced) x TR row lanes;
 //              workgroup (i, k) = column tile i, row chunk k. No float atomics.
 // ln_dwb_reduce: partial (read) -> out [C] = sum over the P chunks. One thread = one column.
-// Bindings: inputs (read), outputs (read_write), the uniform struct last.
+// Bindings: inputs (read), outputs (read_write), the uniform struct last. Element types: x, y, g,
+// dx are dt_x, dt_y, dt_g, dt_dx (f32 or f16); w, b, stats and partials are f32; all math is f32.
 
 override WG: u32 = 256;
 override TC: u32 = 32;
@@ -17,10 +18,10 @@ fn row_index(wid: vec3u, nwg: vec3u) -> u32 {
   return wid.x + wid.y * nwg.x;
 }
 
-@group(0) @binding(0) var<storage, read> lnf_x: array<f32>;
+@group(0) @binding(0) var<storage, read> lnf_x: array<dt_x>;
 @group(0) @binding(1) var<storage, read> lnf_w: array<f32>;
 @group(0) @binding(2) var<storage, read> lnf_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> lnf_y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lnf_y: array<dt_y>;
 @group(0) @binding(4) var<storage, read_write> lnf_stats: array<f32>;
 @group(0) @binding(5) var<uniform> lnf_p: LnParams;
 var<workgroup> lnf_red: array<f32, WG>;
@@ -37,9 +38,9 @@ fn ln_forward(
   if (row >= lnf_p.rows) { return; }
   let C = lnf_p.C;
   let base = row * C;
-  let shift = lnf_x[base];
+  let shift = f32(lnf_x[base]);
   var s = 0.0;
-  for (var c = lid; c < C; c += WG) { s += lnf_x[base + c] - shift; }
+  for (var c = lid; c < C; c += WG) { s += f32(lnf_x[base + c]) - shift; }
   lnf_red[lid] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
@@ -50,7 +51,7 @@ fn ln_forward(
   workgroupBarrier();
   var q = 0.0;
   for (var c = lid; c < C; c += WG) {
-    let d = lnf_x[base + c] - mean;
+    let d = f32(lnf_x[base + c]) - mean;
     q += d * d;
   }
   lnf_red[lid] = q;
@@ -61,7 +62,7 @@ fn ln_forward(
   }
   let rstd = 1.0 / sqrt(lnf_red[0] / f32(C) + lnf_p.eps);
   for (var c = lid; c < C; c += WG) {
-    lnf_y[base + c] = (lnf_x[base + c] - mean) * rstd * lnf_w[c] + lnf_b[c];
+    lnf_y[base + c] = dt_y((f32(lnf_x[base + c]) - mean) * rstd * lnf_w[c] + lnf_b[c]);
   }
   if (lid == 0u) {
     lnf_stats[2u * row] = mean;
@@ -69,11 +70,11 @@ fn ln_forward(
   }
 }
 
-@group(0) @binding(0) var<storage, read> lndx_g: array<f32>;
-@group(0) @binding(1) var<storage, read> lndx_x: array<f32>;
+@group(0) @binding(0) var<storage, read> lndx_g: array<dt_g>;
+@group(0) @binding(1) var<storage, read> lndx_x: array<dt_x>;
 @group(0) @binding(2) var<storage, read> lndx_w: array<f32>;
 @group(0) @binding(3) var<storage, read> lndx_stats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lndx_dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lndx_dx: array<dt_dx>;
 @group(0) @binding(5) var<uniform> lndx_p: LnParams;
 var<workgroup> lndx_r1: array<f32, WG>;
 var<workgroup> lndx_r2: array<f32, WG>;
@@ -95,9 +96,9 @@ fn ln_dx(
   var s1 = 0.0;
   var s2 = 0.0;
   for (var c = lid; c < C; c += WG) {
-    let gh = lndx_g[base + c] * lndx_w[c];
+    let gh = f32(lndx_g[base + c]) * lndx_w[c];
     s1 += gh;
-    s2 += gh * (lndx_x[base + c] - mean) * rstd;
+    s2 += gh * (f32(lndx_x[base + c]) - mean) * rstd;
   }
   lndx_r1[lid] = s1;
   lndx_r2[lid] = s2;
@@ -112,14 +113,14 @@ fn ln_dx(
   let m1 = lndx_r1[0] / f32(C);
   let m2 = lndx_r2[0] / f32(C);
   for (var c = lid; c < C; c += WG) {
-    let gh = lndx_g[base + c] * lndx_w[c];
-    let xh = (lndx_x[base + c] - mean) * rstd;
-    lndx_dx[base + c] = rstd * (gh - m1 - xh * m2);
+    let gh = f32(lndx_g[base + c]) * lndx_w[c];
+    let xh = (f32(lndx_x[base + c]) - mean) * rstd;
+    lndx_dx[base + c] = dt_dx(rstd * (gh - m1 - xh * m2));
   }
 }
 
-@group(0) @binding(0) var<storage, read> lnp_g: array<f32>;
-@group(0) @binding(1) var<storage, read> lnp_x: array<f32>;
+@group(0) @binding(0) var<storage, read> lnp_g: array<dt_g>;
+@group(0) @binding(1) var<storage, read> lnp_x: array<dt_x>;
 @group(0) @binding(2) var<storage, read> lnp_stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lnp_partial: array<f32>;
 @group(0) @binding(4) var<uniform> lnp_p: LnPartialParams;
@@ -138,8 +139,8 @@ fn ln_dwb_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_i
   var ab = 0.0;
   if (c < C) {
     for (var r = r0 + lid.y; r < r1; r += TR) {
-      let g = lnp_g[r * C + c];
-      aw += g * (lnp_x[r * C + c] - lnp_stats[2u * r]) * lnp_stats[2u * r + 1u];
+      let g = f32(lnp_g[r * C + c]);
+      aw += g * (f32(lnp_x[r * C + c]) - lnp_stats[2u * r]) * lnp_stats[2u * r + 1u];
       ab += g;
     }
   }
@@ -185,10 +186,10 @@ fn ln_dwb_reduce(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
 // the uniform: lavapipe (Mesa 22.3) inlines uniforms that bound loops and recompiles the shader
 // for every dispatch whose uniform buffer changed, which cost ~1 ms per dispatch here.
 
-@group(0) @binding(0) var<storage, read> lrf_x: array<f32>;
+@group(0) @binding(0) var<storage, read> lrf_x: array<dt_x>;
 @group(0) @binding(1) var<storage, read> lrf_w: array<f32>;
 @group(0) @binding(2) var<storage, read> lrf_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> lrf_y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lrf_y: array<dt_y>;
 @group(0) @binding(4) var<storage, read_write> lrf_stats: array<f32>;
 @group(0) @binding(5) var<uniform> lrf_p: LnParams;
 
@@ -199,27 +200,27 @@ fn ln_forward_rows(@builtin(global_invocation_id) gid: vec3u,
   if (row >= lrf_p.rows) { return; }
   let C = arrayLength(&lrf_w);
   let base = row * C;
-  let shift = lrf_x[base];
+  let shift = f32(lrf_x[base]);
   var s = 0.0;
-  for (var c = 0u; c < C; c++) { s += lrf_x[base + c] - shift; }
+  for (var c = 0u; c < C; c++) { s += f32(lrf_x[base + c]) - shift; }
   let mean = shift + s / f32(C);
   var q = 0.0;
   for (var c = 0u; c < C; c++) {
-    let d = lrf_x[base + c] - mean;
+    let d = f32(lrf_x[base + c]) - mean;
     q += d * d;
   }
   let rstd = 1.0 / sqrt(q / f32(C) + lrf_p.eps);
   for (var c = 0u; c < C; c++) {
-    lrf_y[base + c] = (lrf_x[base + c] - mean) * rstd * lrf_w[c] + lrf_b[c];
+    lrf_y[base + c] = dt_y((f32(lrf_x[base + c]) - mean) * rstd * lrf_w[c] + lrf_b[c]);
   }
   lrf_stats[2u * row] = mean;
   lrf_stats[2u * row + 1u] = rstd;
 }
 
-@group(0) @binding(0) var<storage, read> lrf4_x: array<vec4f>;
+@group(0) @binding(0) var<storage, read> lrf4_x: array<vec4<dt_x>>;
 @group(0) @binding(1) var<storage, read> lrf4_w: array<vec4f>;
 @group(0) @binding(2) var<storage, read> lrf4_b: array<vec4f>;
-@group(0) @binding(3) var<storage, read_write> lrf4_y: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> lrf4_y: array<vec4<dt_y>>;
 @group(0) @binding(4) var<storage, read_write> lrf4_stats: array<f32>;
 @group(0) @binding(5) var<uniform> lrf4_p: LnParams;
 
@@ -233,11 +234,11 @@ fn ln_forward_rows4(@builtin(global_invocation_id) gid: vec3u,
   // One statistics pass: per vec4 chunk its mean and squared deviations, merged into the running
   // (mean, M2) by Chan et al.'s pairwise update (as stable as the two-pass sums, a pass fewer).
   // Shifted by the row's first element, as ln_forward, so a large common offset costs no bits.
-  let shift = lrf4_x[base].x;
+  let shift = vec4f(lrf4_x[base]).x;
   var mean = 0.0;
   var m2 = 0.0;
   for (var c = 0u; c < C4; c++) {
-    let v = lrf4_x[base + c] - shift;
+    let v = vec4f(lrf4_x[base + c]) - shift;
     let cm = (v.x + v.y + v.z + v.w) * 0.25;
     let d = v - cm;
     let delta = cm - mean;
@@ -249,17 +250,17 @@ fn ln_forward_rows4(@builtin(global_invocation_id) gid: vec3u,
   let rstd = 1.0 / sqrt(m2 / f32(4u * C4) + lrf4_p.eps);
   mean += shift;
   for (var c = 0u; c < C4; c++) {
-    lrf4_y[base + c] = (lrf4_x[base + c] - mean) * rstd * lrf4_w[c] + lrf4_b[c];
+    lrf4_y[base + c] = vec4<dt_y>((vec4f(lrf4_x[base + c]) - mean) * rstd * lrf4_w[c] + lrf4_b[c]);
   }
   lrf4_stats[2u * row] = mean;
   lrf4_stats[2u * row + 1u] = rstd;
 }
 
-@group(0) @binding(0) var<storage, read> lrd_g: array<f32>;
-@group(0) @binding(1) var<storage, read> lrd_x: array<f32>;
+@group(0) @binding(0) var<storage, read> lrd_g: array<dt_g>;
+@group(0) @binding(1) var<storage, read> lrd_x: array<dt_x>;
 @group(0) @binding(2) var<storage, read> lrd_w: array<f32>;
 @group(0) @binding(3) var<storage, read> lrd_stats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lrd_dx: array<f32>;
+@group(0) @binding(4) var<storage, read_write> lrd_dx: array<dt_dx>;
 @group(0) @binding(5) var<uniform> lrd_p: LnParams;
 
 // Same formula as ln_dx, one invocation per row: a sums pass and a write pass.
@@ -274,24 +275,24 @@ fn ln_dx_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups
   var s1 = 0.0;
   var s2 = 0.0;
   for (var c = 0u; c < C; c++) {
-    let gh = lrd_g[base + c] * lrd_w[c];
+    let gh = f32(lrd_g[base + c]) * lrd_w[c];
     s1 += gh;
-    s2 += gh * (lrd_x[base + c] - mean);
+    s2 += gh * (f32(lrd_x[base + c]) - mean);
   }
   let m1 = s1 / f32(C);
   let m2 = s2 * rstd / f32(C);
   for (var c = 0u; c < C; c++) {
-    let gh = lrd_g[base + c] * lrd_w[c];
-    let xh = (lrd_x[base + c] - mean) * rstd;
-    lrd_dx[base + c] = rstd * (gh - m1 - xh * m2);
+    let gh = f32(lrd_g[base + c]) * lrd_w[c];
+    let xh = (f32(lrd_x[base + c]) - mean) * rstd;
+    lrd_dx[base + c] = dt_dx(rstd * (gh - m1 - xh * m2));
   }
 }
 
-@group(0) @binding(0) var<storage, read> lrd4_g: array<vec4f>;
-@group(0) @binding(1) var<storage, read> lrd4_x: array<vec4f>;
+@group(0) @binding(0) var<storage, read> lrd4_g: array<vec4<dt_g>>;
+@group(0) @binding(1) var<storage, read> lrd4_x: array<vec4<dt_x>>;
 @group(0) @binding(2) var<storage, read> lrd4_w: array<vec4f>;
 @group(0) @binding(3) var<storage, read> lrd4_stats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lrd4_dx: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> lrd4_dx: array<vec4<dt_dx>>;
 @group(0) @binding(5) var<uniform> lrd4_p: LnParams;
 
 @compute @workgroup_size(WG)
@@ -305,21 +306,21 @@ fn ln_dx_rows4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   var s1 = vec4f(0.0);
   var s2 = vec4f(0.0);
   for (var c = 0u; c < C4; c++) {
-    let gh = lrd4_g[base + c] * lrd4_w[c];
+    let gh = vec4f(lrd4_g[base + c]) * lrd4_w[c];
     s1 += gh;
-    s2 += gh * (lrd4_x[base + c] - mean);
+    s2 += gh * (vec4f(lrd4_x[base + c]) - mean);
   }
   let m1 = (s1.x + s1.y + s1.z + s1.w) / f32(4u * C4);
   let m2 = (s2.x + s2.y + s2.z + s2.w) * rstd / f32(4u * C4);
   for (var c = 0u; c < C4; c++) {
-    let gh = lrd4_g[base + c] * lrd4_w[c];
-    let xh = (lrd4_x[base + c] - mean) * rstd;
-    lrd4_dx[base + c] = rstd * (gh - m1 - xh * m2);
+    let gh = vec4f(lrd4_g[base + c]) * lrd4_w[c];
+    let xh = (vec4f(lrd4_x[base + c]) - mean) * rstd;
+    lrd4_dx[base + c] = vec4<dt_dx>(rstd * (gh - m1 - xh * m2));
   }
 }
 
-@group(0) @binding(0) var<storage, read> lrp_g: array<f32>;
-@group(0) @binding(1) var<storage, read> lrp_x: array<f32>;
+@group(0) @binding(0) var<storage, read> lrp_g: array<dt_g>;
+@group(0) @binding(1) var<storage, read> lrp_x: array<dt_x>;
 @group(0) @binding(2) var<storage, read> lrp_stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lrp_partial: array<f32>;
 @group(0) @binding(4) var<uniform> lrp_p: LnPartialParams;
@@ -338,8 +339,8 @@ fn ln_dwb_partial_cols(@builtin(workgroup_id) wid: vec3u,
   var aw = 0.0;
   var ab = 0.0;
   for (var r = r0; r < r1; r++) {
-    let g = lrp_g[r * C + c];
-    aw += g * (lrp_x[r * C + c] - lrp_stats[2u * r]) * lrp_stats[2u * r + 1u];
+    let g = f32(lrp_g[r * C + c]);
+    aw += g * (f32(lrp_x[r * C + c]) - lrp_stats[2u * r]) * lrp_stats[2u * r + 1u];
     ab += g;
   }
   lrp_partial[chunk * C + c] = aw;

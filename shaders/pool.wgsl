@@ -3,7 +3,8 @@
 //   maxpool_bwd: dy, x -> dx [B, H, W, C]; one thread = one input element (gather: no atomics).
 // Ties go to the first maximum in window scan order (row-major), as in PyTorch; rows/cols past
 // the last whole window get no gradient. The linear index is rebuilt from a grid folded into y.
-// Bindings: inputs (read), output (read_write), uniforms last.
+// Bindings: inputs (read), output (read_write), uniforms last. Element types dt_x, dt_y, dt_dy,
+// dt_dx (f32 or f16 each); comparisons in f32 (exact for f16 values).
 
 override WG: u32 = 256;
 
@@ -11,8 +12,8 @@ fn pool_index(gid: vec3u, nwg: vec3u) -> u32 {
   return gid.x + gid.y * nwg.x * WG;
 }
 
-@group(0) @binding(0) var<storage, read> mpf_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> mpf_y: array<f32>;
+@group(0) @binding(0) var<storage, read> mpf_x: array<dt_x>;
+@group(0) @binding(1) var<storage, read_write> mpf_y: array<dt_y>;
 @group(0) @binding(2) var<uniform> mpf_p: PoolParams;
 
 @compute @workgroup_size(WG)
@@ -26,19 +27,20 @@ fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   let oy = (pix / p.wo) % p.ho;
   let bi = pix / (p.wo * p.ho);
   let base = ((bi * p.h + oy * p.k) * p.w + ox * p.k) * p.c + ci;
-  var best = mpf_x[base];
-  for (var dy = 0u; dy < p.k; dy++) {
-    for (var dx = 0u; dx < p.k; dx++) {
-      let v = mpf_x[base + (dy * p.w + dx) * p.c];
+  var best = f32(mpf_x[base]);
+  let k = sl_bound(p.k, gid.x);
+  for (var dy = 0u; dy < k; dy++) {
+    for (var dx = 0u; dx < k; dx++) {
+      let v = f32(mpf_x[base + (dy * p.w + dx) * p.c]);
       if (v > best) { best = v; }
     }
   }
-  mpf_y[i] = best;
+  mpf_y[i] = dt_y(best);
 }
 
-@group(0) @binding(0) var<storage, read> mpb_dy: array<f32>;
-@group(0) @binding(1) var<storage, read> mpb_x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> mpb_dx: array<f32>;
+@group(0) @binding(0) var<storage, read> mpb_dy: array<dt_dy>;
+@group(0) @binding(1) var<storage, read> mpb_x: array<dt_x>;
+@group(0) @binding(2) var<storage, read_write> mpb_dx: array<dt_dx>;
 @group(0) @binding(3) var<uniform> mpb_p: PoolParams;
 
 // dx = dy of the window when this element is the window's first maximum, else 0.
@@ -55,16 +57,17 @@ fn maxpool_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   let oy = iy / p.k;
   let ox = ix / p.k;
   if (oy >= p.ho || ox >= p.wo) {
-    mpb_dx[i] = 0.0;
+    mpb_dx[i] = dt_dx(0.0);
     return;
   }
   let base = ((bi * p.h + oy * p.k) * p.w + ox * p.k) * p.c + ci;
   var arg = base;
-  var best = mpb_x[base];
-  for (var dy = 0u; dy < p.k; dy++) {
-    for (var dx = 0u; dx < p.k; dx++) {
+  var best = f32(mpb_x[base]);
+  let k = sl_bound(p.k, gid.x);
+  for (var dy = 0u; dy < k; dy++) {
+    for (var dx = 0u; dx < k; dx++) {
       let j = base + (dy * p.w + dx) * p.c;
-      let v = mpb_x[j];
+      let v = f32(mpb_x[j]);
       if (v > best) {
         best = v;
         arg = j;
@@ -72,6 +75,6 @@ fn maxpool_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
     }
   }
   var g = 0.0;
-  if (arg == i) { g = mpb_dy[((bi * p.ho + oy) * p.wo + ox) * p.c + ci]; }
-  mpb_dx[i] = g;
+  if (arg == i) { g = f32(mpb_dy[((bi * p.ho + oy) * p.wo + ox) * p.c + ci]); }
+  mpb_dx[i] = dt_dx(g);
 }

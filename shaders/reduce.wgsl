@@ -1,6 +1,6 @@
 // Column sums of a row-major [R, C] array: out[s, c] = alpha * (sum over the rows r of split s
 // of x[r, c]).
-// Bindings: x (read), out (read_write), ReduceParams last.
+// Bindings: x (read, dt_x), out (read_write, dt_out), ReduceParams last; sums in f32.
 // Grid: (ceil(C / CT) folded into x and z past 65535, S). One workgroup = CT columns x one split of `chunk` rows; one thread =
 // one column, striding over the split's rows by RT, then a shared-memory tree over the RT lanes.
 // A full sum is the case C = 1 (CT = 1, all 256 threads on rows, reading consecutive addresses).
@@ -12,8 +12,8 @@ override RT: u32 = 8;
 // Must be >= CT * RT (launchers keep CT * RT = 256).
 const COLSUM_SHARED: u32 = 256u;
 
-@group(0) @binding(0) var<storage, read> colsum_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> colsum_out: array<f32>;
+@group(0) @binding(0) var<storage, read> colsum_x: array<dt_x>;
+@group(0) @binding(1) var<storage, read_write> colsum_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> colsum_p: ReduceParams;
 
 var<workgroup> colsum_sh: array<f32, COLSUM_SHARED>;
@@ -31,7 +31,7 @@ fn colsum(
   var acc = 0.0;
   if (col < colsum_p.C) {
     for (var r = r0 + lid.y; r < r1; r += RT) {
-      acc += colsum_x[r * colsum_p.C + col];
+      acc += f32(colsum_x[r * colsum_p.C + col]);
     }
   }
   colsum_sh[lid.y * CT + lid.x] = acc;
@@ -43,6 +43,6 @@ fn colsum(
     workgroupBarrier();
   }
   if (lid.y == 0u && col < colsum_p.C) {
-    colsum_out[wid.y * colsum_p.C + col] = colsum_p.alpha * colsum_sh[lid.x];
+    colsum_out[wid.y * colsum_p.C + col] = dt_out(colsum_p.alpha * colsum_sh[lid.x]);
   }
 }

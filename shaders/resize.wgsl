@@ -6,7 +6,8 @@
 //     index, so those outputs form a contiguous range per axis): race-free, no atomics.
 // scale_* = in / out in f32, as PyTorch computes it; the coordinate math is f32 like PyTorch's.
 // The linear index is rebuilt from a grid folded into y past 65535 workgroups.
-// Bindings: inputs (read), output (read_write), uniforms last.
+// Bindings: input (read, dt_in), output (read_write, dt_out), uniforms last; f32 or f16 each,
+// interpolation and gradient sums in f32.
 
 override WG: u32 = 256;
 
@@ -79,8 +80,8 @@ fn lin_first(t: i32, scale: f32, nin: u32, nout: u32) -> u32 {
 
 // ---- nearest --------------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> nf_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> nf_y: array<f32>;
+@group(0) @binding(0) var<storage, read> nf_x: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> nf_y: array<dt_out>;
 @group(0) @binding(2) var<uniform> nf_p: ResizeParams;
 
 @compute @workgroup_size(WG)
@@ -95,11 +96,11 @@ fn nearest_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   let bi = pix / (p.wo * p.ho);
   let iy = near_src(oy, p.scale_y, p.h);
   let ix = near_src(ox, p.scale_x, p.w);
-  nf_y[i] = nf_x[((bi * p.h + iy) * p.w + ix) * p.c + ci];
+  nf_y[i] = dt_out(f32(nf_x[((bi * p.h + iy) * p.w + ix) * p.c + ci]));
 }
 
-@group(0) @binding(0) var<storage, read> nb_dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> nb_dx: array<f32>;
+@group(0) @binding(0) var<storage, read> nb_dy: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> nb_dx: array<dt_out>;
 @group(0) @binding(2) var<uniform> nb_p: ResizeParams;
 
 @compute @workgroup_size(WG)
@@ -119,16 +120,16 @@ fn nearest_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   var s = 0.0;
   for (var oy = y0; oy < y1; oy++) {
     for (var ox = x0; ox < x1; ox++) {
-      s += nb_dy[((bi * p.ho + oy) * p.wo + ox) * p.c + ci];
+      s += f32(nb_dy[((bi * p.ho + oy) * p.wo + ox) * p.c + ci]);
     }
   }
-  nb_dx[i] = s;
+  nb_dx[i] = dt_out(s);
 }
 
 // ---- bilinear -------------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> bf_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> bf_y: array<f32>;
+@group(0) @binding(0) var<storage, read> bf_x: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> bf_y: array<dt_out>;
 @group(0) @binding(2) var<uniform> bf_p: ResizeParams;
 
 @compute @workgroup_size(WG)
@@ -147,13 +148,13 @@ fn bilinear_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
   let r1 = r0 + ly.off * p.w;
   let c0 = lx.i0 * p.c + ci;
   let c1 = c0 + lx.off * p.c;
-  let top = (1.0 - lx.l1) * bf_x[r0 * p.c + c0] + lx.l1 * bf_x[r0 * p.c + c1];
-  let bot = (1.0 - lx.l1) * bf_x[r1 * p.c + c0] + lx.l1 * bf_x[r1 * p.c + c1];
-  bf_y[i] = (1.0 - ly.l1) * top + ly.l1 * bot;
+  let top = (1.0 - lx.l1) * f32(bf_x[r0 * p.c + c0]) + lx.l1 * f32(bf_x[r0 * p.c + c1]);
+  let bot = (1.0 - lx.l1) * f32(bf_x[r1 * p.c + c0]) + lx.l1 * f32(bf_x[r1 * p.c + c1]);
+  bf_y[i] = dt_out((1.0 - ly.l1) * top + ly.l1 * bot);
 }
 
-@group(0) @binding(0) var<storage, read> bb_dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> bb_dx: array<f32>;
+@group(0) @binding(0) var<storage, read> bb_dy: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> bb_dx: array<dt_out>;
 @group(0) @binding(2) var<uniform> bb_p: ResizeParams;
 
 // Outputs reading input row iy have i0 in {iy - 1, iy}: the range [first(iy-1), first(iy+1)).
@@ -177,17 +178,18 @@ fn bilinear_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
     if (wy == 0.0) { continue; }
     var row = 0.0;
     for (var ox = x0; ox < x1; ox++) {
-      row += lin_weight(ox, ix, p.scale_x, p.w) * bb_dy[((bi * p.ho + oy) * p.wo + ox) * p.c + ci];
+      let gy = f32(bb_dy[((bi * p.ho + oy) * p.wo + ox) * p.c + ci]);
+      row += lin_weight(ox, ix, p.scale_x, p.w) * gy;
     }
     s += wy * row;
   }
-  bb_dx[i] = s;
+  bb_dx[i] = dt_out(s);
 }
 
 // ---- bicubic (forward only) -----------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> cf_x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cf_y: array<f32>;
+@group(0) @binding(0) var<storage, read> cf_x: array<dt_in>;
+@group(0) @binding(1) var<storage, read_write> cf_y: array<dt_out>;
 @group(0) @binding(2) var<uniform> cf_p: ResizeParams;
 
 const CUBIC_A = -0.75;
@@ -230,9 +232,9 @@ fn bicubic_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
     var r = 0.0;
     for (var c = 0; c < 4; c++) {
       let xx = u32(clamp(i32(fx) - 1 + c, 0, i32(p.w) - 1));
-      r += wx[c] * cf_x[(row + xx) * p.c + ci];
+      r += wx[c] * f32(cf_x[(row + xx) * p.c + ci]);
     }
     s += wy[a] * r;
   }
-  cf_y[i] = s;
+  cf_y[i] = dt_out(s);
 }

@@ -4,8 +4,12 @@
  * gradient; backward() walks the tape in reverse (creation order is a topological order) and
  * releases each node's saved tensors as soon as its rule has run.
  */
+import type { DType } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
-import { add as addKernelCall, axpy, fill } from '../kernels/elementwise.js';
+import { add as addKernelCall, axpy, cast as castKernel, fill } from '../kernels/elementwise.js';
+import { fromF16Bits, storageBytes, toF16Bits } from '../util/f16.js';
+
+export type { DType } from '../gpu/kernel.js';
 
 export type Shape = readonly number[];
 
@@ -13,6 +17,11 @@ export function numel(shape: Shape): number {
   let n = 1;
   for (const d of shape) n *= d;
   return n;
+}
+
+/** The output type of an op over an activation and a weight: f16 when either is f16. */
+export function mixedDtype(...ts: Tensor[]): DType {
+  return ts.some((t) => t.dtype === 'f16') ? 'f16' : 'f32';
 }
 
 export function shapeStr(shape: Shape): string {
@@ -65,6 +74,8 @@ export class Tensor {
     private storage: Storage,
     readonly shape: Shape,
     requiresGrad = false,
+    /** Storage element type; kernels compute in f32 whatever it is. */
+    public dtype: DType = 'f32',
   ) {
     this.size = numel(shape);
     this.requiresGrad = requiresGrad;
@@ -92,7 +103,7 @@ export class Tensor {
       throw new Error(`view: cannot view ${shapeStr(this.shape)} as ${shapeStr(shape)}`);
     }
     this.storage.retain();
-    const t = new Tensor(this.engine, this.storage, [...shape]);
+    const t = new Tensor(this.engine, this.storage, [...shape], false, this.dtype);
     this.engine.track(t);
     return t;
   }
@@ -119,8 +130,35 @@ export class Tensor {
     this.grad = null;
   }
 
+  /** The values as f32 (f16 storage widens exactly). */
   async toArray(): Promise<Float32Array> {
+    if (this.dtype === 'f16') {
+      const raw = await this.gpu.read(this.buffer, storageBytes(this.size, 'f16'));
+      return fromF16Bits(new Uint16Array(raw, 0, this.size));
+    }
     return this.gpu.readF32(this.buffer, this.size);
+  }
+
+  /**
+   * Converts a leaf (a parameter, typically a frozen weight) to `dtype` in place, on the GPU: its
+   * storage is replaced, so every module holding it sees the new type. Not for tensors on the
+   * tape or with views alive.
+   */
+  convert(dtype: DType): this {
+    if (dtype === this.dtype) return this;
+    if (this.node) throw new Error(`convert: ${this.name ?? shapeStr(this.shape)} is on the tape`);
+    if (this.storage.refs !== 1) {
+      throw new Error(`convert: ${this.name ?? shapeStr(this.shape)} has views alive`);
+    }
+    const gpu = this.gpu;
+    const buf = gpu.alloc(storageBytes(this.size, dtype), this.name, dtype);
+    castKernel(gpu, this.buffer, buf, this.size);
+    this.storage.release();
+    this.storage = new Storage(gpu, buf, storageBytes(this.size, dtype));
+    this.dtype = dtype;
+    this.grad?.dispose();
+    this.grad = null;
+    return this;
   }
 }
 
@@ -142,34 +180,52 @@ export class Engine {
   }
 
   /** An uninitialised tensor (NaN-poisoned when poisonOutputs is on). */
-  empty(shape: Shape, label?: string): Tensor {
+  empty(shape: Shape, label?: string, dtype: DType = 'f32'): Tensor {
     const n = numel(shape);
     if (!Number.isInteger(n) || n <= 0) throw new Error(`empty: bad shape ${shapeStr(shape)}`);
-    const buf = this.gpu.alloc(n * 4, label);
-    const t = new Tensor(this, new Storage(this.gpu, buf, n * 4), [...shape]);
+    const bytes = storageBytes(n, dtype);
+    const buf = this.gpu.alloc(bytes, label, dtype);
+    const t = new Tensor(this, new Storage(this.gpu, buf, bytes), [...shape], false, dtype);
     if (this.poisonOutputs) fill(this.gpu, buf, n, NaN);
     this.track(t);
     return t;
   }
 
-  zeros(shape: Shape): Tensor {
-    return this.full(shape, 0);
+  /** An uninitialised tensor of `like`'s dtype (shape given): what most ops output. */
+  emptyLike(like: Tensor, shape: Shape = like.shape): Tensor {
+    return this.empty(shape, undefined, like.dtype);
   }
 
-  full(shape: Shape, value: number): Tensor {
-    const t = this.empty(shape);
+  zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
+    return this.full(shape, 0, dtype);
+  }
+
+  full(shape: Shape, value: number, dtype: DType = 'f32'): Tensor {
+    const t = this.empty(shape, undefined, dtype);
     fill(this.gpu, t.buffer, t.size, value);
     return t;
   }
 
-  fromArray(data: ArrayLike<number>, shape: Shape, requiresGrad = false): Tensor {
+  /** Uploads values; an f16 tensor gets them rounded to nearest even on the CPU. */
+  fromArray(
+    data: ArrayLike<number>,
+    shape: Shape,
+    requiresGrad = false,
+    dtype: DType = 'f32',
+  ): Tensor {
     const n = numel(shape);
     if (data.length !== n) {
       throw new Error(`fromArray: ${data.length} values for shape ${shapeStr(shape)}`);
     }
-    const arr = data instanceof Float32Array ? data : Float32Array.from(data);
-    const buf = this.gpu.upload(arr);
-    const t = new Tensor(this, new Storage(this.gpu, buf, n * 4), [...shape], requiresGrad);
+    let buf: GPUBuffer;
+    if (dtype === 'f16') {
+      buf = this.gpu.alloc(storageBytes(n, 'f16'), undefined, 'f16');
+      this.gpu.write(buf, toF16Bits(data));
+    } else {
+      buf = this.gpu.upload(data instanceof Float32Array ? data : Float32Array.from(data));
+    }
+    const bytes = storageBytes(n, dtype);
+    const t = new Tensor(this, new Storage(this.gpu, buf, bytes), [...shape], requiresGrad, dtype);
     this.track(t);
     return t;
   }
@@ -317,8 +373,17 @@ export class Engine {
     const returned = new Set(inGrads.filter((t): t is Tensor => t !== null));
     for (const t of created) if (!returned.has(t)) t.release();
     node.inputs.forEach((inp, k) => {
-      const gi = inGrads[k];
+      let gi = inGrads[k];
       if (!gi || !needs[k]) return;
+      if (gi.dtype !== inp.dtype) {
+        // A gradient has its input's dtype (f16 activations get f16 gradients).
+        const c = this.empty(gi.shape, undefined, inp.dtype);
+        castKernel(this.gpu, gi.buffer, c.buffer, gi.size);
+        // Released below with the rule's own tensors; gi itself is left to that too.
+        returned.add(c);
+        created.push(c);
+        gi = c;
+      }
       if (gi.size !== inp.size) {
         throw new Error(
           `backward of ${node.name}: gradient ${shapeStr(gi.shape)} for input ${k} ` +
@@ -331,7 +396,7 @@ export class Engine {
         return;
       }
       // Sum into a fresh tensor: prev may share storage with another gradient or a saved value.
-      const sum = this.empty(inp.shape);
+      const sum = this.empty(inp.shape, undefined, inp.dtype);
       addKernelCall(this.gpu, prev.buffer, gi.buffer, sum.buffer, sum.size);
       prev.release();
       grads.set(inp, sum);

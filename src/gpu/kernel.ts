@@ -4,18 +4,29 @@
  * same field list, so they can never drift apart. Uniform fields are 4-byte scalars only, which
  * keeps the uniform layout free of padding rules.
  */
-import { readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
-import { PACKAGE_ROOT } from './dawn.js';
+import { shaderName, shaderText } from './shader-source.js';
 
 export type Scalar = 'u32' | 'i32' | 'f32';
 export type StructFields = Record<string, Scalar>;
 
+/** Storage element type of a tensor. */
+export type DType = 'f32' | 'f16';
+/**
+ * Element types of a pipeline variant: WGSL alias name (`dt_*`) -> its type. Aliases left out
+ * are f32, so `{}` is the f32 variant.
+ */
+export type AliasTypes = Readonly<Record<string, DType>>;
+
 export interface ShaderFamily {
   readonly file: string;
   readonly structs: Record<string, StructFields>;
-  /** Generated struct declarations + the file's text. */
-  source(): string;
+  /** `dt_*` element-type aliases the file uses (found in its text). */
+  aliases(): string[];
+  /**
+   * Generated struct declarations + alias lines + the file's text, for one assignment of its
+   * element-type aliases (all f32 when omitted; `enable f16;` only when some alias is f16).
+   */
+  source(types?: AliasTypes): string;
   kernel(def: KernelDef): Kernel;
 }
 
@@ -30,14 +41,18 @@ export interface KernelDef {
   bindings: string[];
   /** Default `override` constants (tile sizes, workgroup size). */
   overrides?: Record<string, number>;
+  /**
+   * Binding name -> the `dt_*` alias that is its storage element type. A binding listed here takes
+   * f32 or f16 buffers (the runtime picks the variant from the bound buffers' dtypes); any other
+   * binding must be f32.
+   */
+  types?: Record<string, string>;
 }
 
 export interface Kernel extends KernelDef {
   family: ShaderFamily;
   fields: [string, Scalar][];
 }
-
-const SHADER_DIR = join(PACKAGE_ROOT, 'shaders');
 
 /**
  * WGSL keywords and reserved words (WGSL spec §15.2-15.3). A uniform field named like one breaks
@@ -74,6 +89,13 @@ export const WGSL_PRELUDE = `
 fn sl_flat_index(gid: vec3u, nwg: vec3u, wg: u32) -> u32 {
   return gid.x + gid.y * nwg.x * wg;
 }
+// A loop bound read from the uniforms, passed through an invocation id: the value is unchanged
+// (min(u, u | id) == u) but no longer uniform-only. lavapipe (Mesa 22.3) inlines uniforms that
+// bound a loop and recompiles the shader for every dispatch (measured 4.5 ms per dispatch of
+// attn_fwd_regs, 0.08 ms with this); GPU drivers pay one OR and one min.
+fn sl_bound(u: u32, id: u32) -> u32 {
+  return min(u, u | id);
+}
 `;
 
 /**
@@ -83,7 +105,7 @@ fn sl_flat_index(gid: vec3u, nwg: vec3u, wg: u32) -> u32 {
 export function defineShader(
   file: string,
   structs: Record<string, StructFields>,
-  dir = SHADER_DIR,
+  dir?: string,
 ): ShaderFamily {
   for (const [struct, fields] of Object.entries(structs)) {
     for (const name of [struct, ...Object.keys(fields)]) {
@@ -92,12 +114,21 @@ export function defineShader(
       }
     }
   }
-  let cached: string | undefined;
+  const cached = new Map<string, string>();
+  let text: string | undefined;
+  const body = (): string => (text ??= shaderText(file, dir));
+  let aliasList: string[] | undefined;
   const family: ShaderFamily = {
-    file: dir === SHADER_DIR ? file : `${relative(PACKAGE_ROOT, dir)}/${file}`,
+    file: shaderName(file, dir),
     structs,
-    source() {
-      if (cached === undefined) {
+    aliases() {
+      aliasList ??= [...new Set(body().match(/\bdt_\w+/g) ?? [])].sort();
+      return aliasList;
+    },
+    source(types: AliasTypes = {}) {
+      const key = typesKey(types);
+      let src = cached.get(key);
+      if (src === undefined) {
         const decls = Object.entries(structs)
           .map(([name, fields]) => {
             const body = Object.entries(fields)
@@ -106,13 +137,25 @@ export function defineShader(
             return `struct ${name} {\n${body}\n}`;
           })
           .join('\n');
-        cached = `${decls}\n${WGSL_PRELUDE}\n${readFileSync(join(dir, `${file}.wgsl`), 'utf8')}`;
+        const known = family.aliases();
+        for (const a of Object.keys(types)) {
+          if (!known.includes(a)) throw new Error(`shader ${file}: no element-type alias '${a}'`);
+        }
+        const f16 = known.some((a) => types[a] === 'f16');
+        const aliasLines = known.map((a) => `alias ${a} = ${types[a] ?? 'f32'};`).join('\n');
+        src = `${f16 ? 'enable f16;\n' : ''}${decls}\n${aliasLines}\n${WGSL_PRELUDE}\n${body()}`;
+        cached.set(key, src);
       }
-      return cached;
+      return src;
     },
     kernel(def: KernelDef): Kernel {
       const fields = structs[def.params];
       if (!fields) throw new Error(`kernel ${def.name}: struct ${def.params} not declared in ${file}`);
+      for (const [b, a] of Object.entries(def.types ?? {})) {
+        if (!def.bindings.includes(b) || !/^dt_\w+$/.test(a)) {
+          throw new Error(`kernel ${def.name}: type alias '${a}' for unknown binding '${b}'`);
+        }
+      }
       return { ...def, family, fields: Object.entries(fields) };
     },
   };
@@ -150,11 +193,25 @@ export function packParams(kernel: Kernel, values: Record<string, number>): Arra
   return buf;
 }
 
+/** The f16 aliases of an assignment, sorted: '' for the all-f32 variant. */
+export function typesKey(types: AliasTypes): string {
+  return Object.keys(types)
+    .filter((a) => types[a] === 'f16')
+    .sort()
+    .map((a) => `${a}=f16`)
+    .join(',');
+}
+
 /** Cache key of a pipeline: everything baked into it. */
-export function pipelineKey(kernel: Kernel, overrides: Record<string, number>): string {
+export function pipelineKey(
+  kernel: Kernel,
+  overrides: Record<string, number>,
+  types: AliasTypes = {},
+): string {
   const o = Object.keys(overrides)
     .sort()
     .map((k) => `${k}=${overrides[k]}`)
     .join(',');
-  return `${kernel.family.file}#${kernel.entry}{${o}}`;
+  const t = typesKey(types);
+  return `${kernel.family.file}#${kernel.entry}{${o}}${t ? `<${t}>` : ''}`;
 }

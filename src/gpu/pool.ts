@@ -4,6 +4,7 @@
  * submitted; after that, reuse is safe because queue operations run in submission order.
  */
 import { GpuOutOfMemoryError } from './errors.js';
+import type { DType } from './kernel.js';
 
 export const STORAGE_USAGE = 0x80 | 0x4 | 0x8; // STORAGE | COPY_SRC | COPY_DST
 
@@ -32,6 +33,8 @@ export class BufferPool {
   private sizes = new WeakMap<GPUBuffer, number>();
   /** Bytes the current holder asked for (≤ the size class): what a binding should cover. */
   private requested = new WeakMap<GPUBuffer, number>();
+  /** Element type of what the current holder stores (f32 unless set): picks kernel variants. */
+  private dtypes = new WeakMap<GPUBuffer, DType>();
   readonly stats: PoolStats = {
     liveBytes: 0,
     peakLiveBytes: 0,
@@ -65,6 +68,7 @@ export class BufferPool {
       this.stats.allocations++;
     }
     this.requested.set(buf, Math.ceil(bytes / 4) * 4);
+    this.dtypes.delete(buf);
     this.stats.liveBytes += size;
     this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
     return buf;
@@ -74,6 +78,16 @@ export class BufferPool {
   release(buf: GPUBuffer): void {
     this.stats.liveBytes -= this.sizes.get(buf) ?? buf.size;
     this.pending.push(buf);
+  }
+
+  setDtype(buf: GPUBuffer, dtype: DType): void {
+    if (dtype === 'f32') this.dtypes.delete(buf);
+    else this.dtypes.set(buf, dtype);
+  }
+
+  /** The element type of a buffer's contents: f32 for any buffer not marked otherwise. */
+  dtypeOf(buf: GPUBuffer): DType {
+    return this.dtypes.get(buf) ?? 'f32';
   }
 
   /** The bytes requested for a pooled buffer (its whole size for a buffer the pool did not make). */

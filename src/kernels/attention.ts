@@ -37,6 +37,7 @@ export const attnFwdKernel = attentionShader.kernel({
   entry: 'attn_fwd',
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'out', 'lse'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', out: 'dt_o' },
 });
 
 export const attnBwdDKernel = attentionShader.kernel({
@@ -45,6 +46,7 @@ export const attnBwdDKernel = attentionShader.kernel({
   params: 'AttnParams',
   bindings: ['gradOut', 'out', 'dsum'],
   overrides: { WG },
+  types: { gradOut: 'dt_g', out: 'dt_o' },
 });
 
 export const attnBwdQKernel = attentionShader.kernel({
@@ -52,6 +54,7 @@ export const attnBwdQKernel = attentionShader.kernel({
   entry: 'attn_bwd_q',
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dq'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g', dq: 'dt_out' },
 });
 
 export const attnBwdKVKernel = attentionShader.kernel({
@@ -59,6 +62,7 @@ export const attnBwdKVKernel = attentionShader.kernel({
   entry: 'attn_bwd_kv',
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dkv'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g', dkv: 'dt_out' },
 });
 
 export const attnColsKernel = attentionShader.kernel({
@@ -67,6 +71,7 @@ export const attnColsKernel = attentionShader.kernel({
   params: 'ColsParams',
   bindings: ['src', 'dst'],
   overrides: { WG },
+  types: { src: 'dt_in', dst: 'dt_out' },
 });
 
 /** The same passes without workgroup memory (attn_*_regs in the shader), for CPU adapters. */
@@ -75,6 +80,7 @@ export const attnFwdRegsKernel = attentionShader.kernel({
   entry: 'attn_fwd_regs',
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'out', 'lse'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v' },
 });
 
 export const attnBwdQRegsKernel = attentionShader.kernel({
@@ -82,6 +88,7 @@ export const attnBwdQRegsKernel = attentionShader.kernel({
   entry: 'attn_bwd_q_regs',
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dq'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g' },
 });
 
 export const attnBwdKVRegsKernel = attentionShader.kernel({
@@ -89,6 +96,7 @@ export const attnBwdKVRegsKernel = attentionShader.kernel({
   entry: 'attn_bwd_kv_regs',
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dkv'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g' },
 });
 
 /** Invocations per workgroup of the CPU variants (4 rows each): small, so cores share many. */
@@ -171,7 +179,7 @@ function checkDims(d: AttnDims): void {
 /** Binds exactly the span a view reads, checked against the storage binding limit. */
 function bind(gpu: Gpu, v: RowView, rows: number, width: number, what: string): BufferRef {
   const floats = (rows - 1) * v.stride + v.offset + width;
-  const size = floats * 4;
+  const size = gpu.pool.dtypeOf(v.buffer) === 'f16' ? Math.ceil(floats / 2) * 4 : floats * 4;
   const max = gpu.limits.maxStorageBufferBindingSize;
   if (size > max) {
     throw new Error(
@@ -231,12 +239,35 @@ function grid(gpu: Gpu, rows: number, BR: number, BH: number): [number, number, 
 function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
   buffers: BufferRef[], p: Record<string, number>): void {
   if (usesRegs(gpu, d)) {
+    // The regs kernels accumulate in their output rows across key blocks: an f16 output gets an
+    // f32 stand-in of the same layout (accumulators stay f32), whose rows are then converted.
+    const oi = which === 'fwd' ? 3 : 6;
+    const out = buffers[oi];
+    const f16 = gpu.pool.dtypeOf(out.buffer) === 'f16';
+    const bufs = [...buffers];
+    let scratch: GPUBuffer | null = null;
+    if (f16) {
+      const span = (out.size as number) * 2; // f16 bytes of the span, doubled
+
+      scratch = gpu.alloc(span, 'attention.f32_out');
+      bufs[oi] = { buffer: scratch, offset: 0, size: span };
+    }
     gpu.run(REGS[which], {
-      buffers,
+      buffers: bufs,
       params: p,
       grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), REGS_WG),
       overrides: { HD: d.hd, WG: REGS_WG },
     });
+    if (scratch) {
+      const C = d.heads * d.hd;
+      const views: [number, number][] =
+        which === 'fwd' ? [[p.so, p.oo]] : which === 'q' ? [[p.s1, p.o1]] : [[p.s1, p.o1], [p.s2, p.o2]];
+      for (const [stride, offset] of views) {
+        copyColumns(gpu, { buffer: scratch, stride, offset }, { buffer: out.buffer, stride, offset },
+          d.B * rows, C);
+      }
+      gpu.free(scratch);
+    }
     return;
   }
   const { BR, BC } = d.tiles ?? attentionTiles(gpu, which, d.hd);
@@ -371,6 +402,7 @@ export const attnZeroColsKernel = attentionShader.kernel({
   params: 'ColsParams',
   bindings: ['dst'],
   overrides: { WG },
+  types: { dst: 'dt_out' },
 });
 
 /** dst row r, columns [0, cols) = 0 (a strided view, `rows` rows). */

@@ -9,6 +9,7 @@ import type { Gpu } from '../gpu/runtime.js';
 import { copyCols } from './copy.js';
 import { fill } from './elementwise.js';
 import { matmul } from './matmul.js';
+import { storageBytes } from '../util/f16.js';
 
 /** Threads per workgroup along n (x) and m (y); each thread computes a 4x4 block. */
 const WGX = 16;
@@ -59,6 +60,7 @@ export const im2colKernel = conv.kernel({
   entry: 'im2col',
   params: 'ColParams',
   bindings: ['x', 'cols'],
+  types: { x: 'dt_in', cols: 'dt_out' },
 });
 
 export const col2imKernel = conv.kernel({
@@ -66,6 +68,7 @@ export const col2imKernel = conv.kernel({
   entry: 'col2im',
   params: 'ColParams',
   bindings: ['dcols', 'dx'],
+  types: { dcols: 'dt_in', dx: 'dt_out' },
 });
 
 const IC_WG = 64;
@@ -93,7 +96,9 @@ function im2col(gpu: Gpu, x: GPUBuffer, d: ConvDims): GPUBuffer {
   const p = colParams(d);
   const n = d.b * p.ho * p.wo * p.ldc;
   checkBinding(gpu, 'conv2d im2col', n);
-  const cols = gpu.alloc(n * 4, 'conv.cols');
+  // cols has x's element type: an f16 x costs half the scratch (the values are x's own).
+  const dt = gpu.pool.dtypeOf(x);
+  const cols = gpu.alloc(storageBytes(n, dt), 'conv.cols', dt);
   gpu.run(im2colKernel, { buffers: [x, cols], params: p, grid: gpu.grid(n, IC_WG) });
   return cols;
 }
@@ -103,7 +108,8 @@ function paddedWeight(gpu: Gpu, weight: GPUBuffer, d: ConvDims): GPUBuffer {
   const K = d.cin * d.kh * d.kw;
   const ldc = colLd(d);
   if (ldc === K) return weight;
-  const wp = gpu.alloc(d.cout * ldc * 4, 'conv.weight_padded');
+  const dt = gpu.pool.dtypeOf(weight);
+  const wp = gpu.alloc(storageBytes(d.cout * ldc, dt), 'conv.weight_padded', dt);
   fill(gpu, wp, d.cout * ldc, 0);
   copyCols(gpu, weight, wp, d.cout, K, K, 0, ldc, 0);
   return wp;
@@ -117,6 +123,7 @@ export const convFwdKernel = conv.kernel({
   params: 'ConvParams',
   bindings: ['x', 'weight', 'bias', 'y'],
   overrides: tiles,
+  types: { x: 'dt_x', weight: 'dt_w', bias: 'dt_bias', y: 'dt_y' },
 });
 
 export const convDxKernel = conv.kernel({
@@ -125,6 +132,7 @@ export const convDxKernel = conv.kernel({
   params: 'ConvParams',
   bindings: ['dy', 'weight', 'dx'],
   overrides: tiles,
+  types: { dy: 'dt_dy', weight: 'dt_w', dx: 'dt_dx' },
 });
 
 export const convDwKernel = conv.kernel({
@@ -133,6 +141,7 @@ export const convDwKernel = conv.kernel({
   params: 'ConvParams',
   bindings: ['dy', 'x', 'dw'],
   overrides: tiles,
+  types: { dy: 'dt_dy', x: 'dt_x', dw: 'dt_dw' },
 });
 
 export const colsumKernel = conv.kernel({
@@ -141,6 +150,7 @@ export const colsumKernel = conv.kernel({
   params: 'ColsumParams',
   bindings: ['in', 'out'],
   overrides: { CS_X, CS_Y: 4 },
+  types: { in: 'dt_in', out: 'dt_out' },
 });
 
 /** Geometry of one conv2d: NHWC input [b, h, w, cin], weight [cout, cin, kh, kw]. */

@@ -1,6 +1,8 @@
 /** Launchers for shaders/copy.wgsl. */
 import { defineShader } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
+import { storageBytes } from '../util/f16.js';
+import { cast } from './elementwise.js';
 
 const WG = 256;
 const TILE = 32;
@@ -38,6 +40,7 @@ export const permuteKernel = copyShader.kernel({
   params: 'PermuteParams',
   bindings: ['x', 'out'],
   overrides: { WG },
+  types: { x: 'dt_x', out: 'dt_out' },
 });
 
 export const transposeKernel = copyShader.kernel({
@@ -45,6 +48,7 @@ export const transposeKernel = copyShader.kernel({
   entry: 'transpose',
   params: 'TransposeParams',
   bindings: ['x', 'out'],
+  types: { x: 'dt_x', out: 'dt_out' },
 });
 
 export const colsKernel = copyShader.kernel({
@@ -53,6 +57,7 @@ export const colsKernel = copyShader.kernel({
   params: 'ColsParams',
   bindings: ['x', 'out'],
   overrides: { WG },
+  types: { x: 'dt_x', out: 'dt_out' },
 });
 
 /**
@@ -99,7 +104,10 @@ export function permute(
   const c = canonicalPermute(shape, perm);
   const r = c.shape.length;
   if (r <= 1) {
-    gpu.copy(x, 0, out, 0, n * 4);
+    // Nothing moves: a byte copy, or a conversion when the element types differ.
+    const dt = gpu.pool.dtypeOf(x);
+    if (dt === gpu.pool.dtypeOf(out)) gpu.copy(x, 0, out, 0, storageBytes(n, dt));
+    else cast(gpu, x, out, n);
     return;
   }
   if (r > 6) throw new Error(`permute: rank ${r} after merging dims exceeds 6`);

@@ -17,6 +17,7 @@ export const addKernel = elementwise.kernel({
   params: 'BinaryParams',
   bindings: ['a', 'b', 'out'],
   overrides: { WG },
+  types: { a: 'dt_a', b: 'dt_b', out: 'dt_out' },
 });
 
 /** out[i] = a[i] + alpha * b[i % nb]. */
@@ -39,6 +40,7 @@ export const fillKernel = elementwise.kernel({
   params: 'FillParams',
   bindings: ['out'],
   overrides: { WG },
+  types: { out: 'dt_out' },
 });
 
 /** out[offset .. offset+n) = value. The value travels as its f32 bits so NaN (test poison) fits. */
@@ -47,12 +49,27 @@ export function fill(gpu: Gpu, out: GPUBuffer, n: number, value: number, offset 
   gpu.run(fillKernel, { buffers: [out], params: { n, offset, bits }, grid: gpu.grid(n, WG) });
 }
 
+export const castKernel = elementwise.kernel({
+  name: 'elementwise.cast',
+  entry: 'convert',
+  params: 'UnaryParams',
+  bindings: ['x', 'out'],
+  overrides: { WG },
+  types: { x: 'dt_a', out: 'dt_out' },
+});
+
+/** out[i] = x[i] converted to out's element type (the buffers' dtypes pick the variant). */
+export function cast(gpu: Gpu, x: GPUBuffer, out: GPUBuffer, n: number): void {
+  gpu.run(castKernel, { buffers: [x, out], params: { n }, grid: gpu.grid(n, WG) });
+}
+
 export const axpyKernel = elementwise.kernel({
   name: 'elementwise.axpy',
   entry: 'axpy',
   params: 'BinaryParams',
   bindings: ['x', 'y'],
   overrides: { WG },
+  types: { x: 'dt_a', y: 'dt_out' },
 });
 
 /** y[i] += alpha * x[i % nb], in place. */
@@ -73,6 +90,7 @@ export const mulKernel = elementwise.kernel({
   params: 'BinaryParams',
   bindings: ['a', 'b', 'out'],
   overrides: { WG },
+  types: { a: 'dt_a', b: 'dt_b', out: 'dt_out' },
 });
 
 /** out[i] = alpha * a[i] * b[i % nb]. */
@@ -95,6 +113,7 @@ export const tileKernel = elementwise.kernel({
   params: 'BinaryParams',
   bindings: ['x', 'out'],
   overrides: { WG },
+  types: { x: 'dt_a', out: 'dt_out' },
 });
 
 /** out[i] = alpha * x[i % nb] for i < n (repeats x, e.g. to broadcast a reduced gradient). */
@@ -116,6 +135,7 @@ export const affineKernel = elementwise.kernel({
   params: 'AffineParams',
   bindings: ['x', 'out'],
   overrides: { WG },
+  types: { x: 'dt_a', out: 'dt_out' },
 });
 
 /** out[i] = s * x[i] + c. */
@@ -136,6 +156,7 @@ export const unaryKernel = elementwise.kernel({
   params: 'UnaryParams',
   bindings: ['x', 'out'],
   overrides: { WG },
+  types: { x: 'dt_a', out: 'dt_out' },
 });
 
 /** out[i] = op(x[i]) (relu, exact gelu, sigmoid, erf). */
@@ -154,6 +175,7 @@ export const unaryGradKernel = elementwise.kernel({
   params: 'UnaryParams',
   bindings: ['x', 'g', 'out'],
   overrides: { WG },
+  types: { x: 'dt_a', g: 'dt_b', out: 'dt_out' },
 });
 
 /** out[i] = g[i] * op'(x[i]): the input gradient of `unary`. */

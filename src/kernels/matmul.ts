@@ -102,6 +102,7 @@ export const matmulKernel = matmulFamily.kernel({
   params: 'MatmulParams',
   bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
   overrides: { WGX, WGY, BK },
+  types: { a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c' },
 });
 
 /** The same product with vec4 loads of a and b (see matmul_v4 in the shader). */
@@ -111,6 +112,7 @@ export const matmulV4Kernel = matmulFamily.kernel({
   params: 'MatmulParams',
   bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
   overrides: { WGX, WGY, BK },
+  types: { a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c' },
 });
 
 /**
@@ -123,6 +125,7 @@ export const matmulRegsKernel = matmulFamily.kernel({
   params: 'MatmulParams',
   bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
   overrides: { WGX: 8, WGY: 8, RG_TA: 0, RG_TB: 0, RG_2M: 1, RG_2N: 1, RG_DROP: 0 },
+  types: { a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c' },
 });
 
 export const colsumKernel = matmulFamily.kernel({
@@ -131,6 +134,7 @@ export const colsumKernel = matmulFamily.kernel({
   params: 'ColsumParams',
   bindings: ['g', 'out'],
   overrides: { CS_WGX, CS_WGY },
+  types: { g: 'dt_g', out: 'dt_out' },
 });
 
 /** Inverted dropout keyed by (seed, element index): see mm_drop in the shader. */
@@ -195,9 +199,13 @@ export interface MatmulCall {
   path?: MatmulPath;
 }
 
-/** A binding of exactly `elems` floats (pool buffers may be larger), checked against the limit. */
+/**
+ * A binding of exactly `elems` elements of the buffer's dtype (pool buffers may be larger; f16
+ * rounds up to whole 4-byte words), checked against the limit.
+ */
 function bind(gpu: Gpu, buffer: GPUBuffer, elems: number, what: string): BufferRef {
-  const bytes = Math.max(1, elems) * 4;
+  const n = Math.max(1, elems);
+  const bytes = gpu.pool.dtypeOf(buffer) === 'f16' ? Math.ceil(n / 2) * 4 : n * 4;
   const limit = gpu.limits.maxStorageBufferBindingSize;
   if (bytes > limit) {
     throw new Error(`matmul: ${what} needs ${bytes} bytes, over the ${limit}-byte binding limit`);

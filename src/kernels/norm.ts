@@ -22,6 +22,7 @@ export const lnForwardKernel = norm.kernel({
   params: 'LnParams',
   bindings: ['x', 'w', 'b', 'y', 'stats'],
   overrides: { WG: 256 },
+  types: { x: 'dt_x', y: 'dt_y' },
 });
 
 export const lnDxKernel = norm.kernel({
@@ -30,6 +31,7 @@ export const lnDxKernel = norm.kernel({
   params: 'LnParams',
   bindings: ['g', 'x', 'w', 'stats', 'dx'],
   overrides: { WG: 256 },
+  types: { g: 'dt_g', x: 'dt_x', dx: 'dt_dx' },
 });
 
 export const lnDwbPartialKernel = norm.kernel({
@@ -38,6 +40,7 @@ export const lnDwbPartialKernel = norm.kernel({
   params: 'LnPartialParams',
   bindings: ['g', 'x', 'stats', 'partial'],
   overrides: { TC, TR },
+  types: { g: 'dt_g', x: 'dt_x' },
 });
 
 export const lnDwbReduceKernel = norm.kernel({
@@ -59,8 +62,15 @@ export function defaultLnPath(gpu: Gpu): LnPath {
   return gpu.info.cpuFallback ? 'rows' : 'groups';
 }
 
+/** Activations (and their gradients) may be f16; w, b, stats and partials stay f32. */
+const LN_TYPES: Record<string, string> = { x: 'dt_x', y: 'dt_y', g: 'dt_g', dx: 'dt_dx' };
+const lnTypes = (bindings: string[]) =>
+  Object.fromEntries(bindings.filter((b) => LN_TYPES[b]).map((b) => [b, LN_TYPES[b]]));
+
 const rowKernel = (name: string, entry: string, bindings: string[], params = 'LnParams') =>
-  norm.kernel({ name: `norm.${name}`, entry, params, bindings, overrides: { WG: 64 } });
+  norm.kernel({
+    name: `norm.${name}`, entry, params, bindings, overrides: { WG: 64 }, types: lnTypes(bindings),
+  });
 
 export const lnForwardRowsKernel = rowKernel('ln_forward_rows', 'ln_forward_rows',
   ['x', 'w', 'b', 'y', 'stats']);

@@ -14,6 +14,7 @@ export const maxPoolFwdKernel = pool.kernel({
   params: 'PoolParams',
   bindings: ['x', 'y'],
   overrides: { WG },
+  types: { x: 'dt_x', y: 'dt_y' },
 });
 
 export const maxPoolBwdKernel = pool.kernel({
@@ -22,6 +23,7 @@ export const maxPoolBwdKernel = pool.kernel({
   params: 'PoolParams',
   bindings: ['dy', 'x', 'dx'],
   overrides: { WG },
+  types: { dy: 'dt_dy', x: 'dt_x', dx: 'dt_dx' },
 });
 
 /** NHWC input [b, h, w, c] pooled by k x k windows with stride k. */

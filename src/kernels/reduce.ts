@@ -18,6 +18,7 @@ export const colsumKernel = reduce.kernel({
   params: 'ReduceParams',
   bindings: ['x', 'out'],
   overrides: { CT: 32, RT: 8 },
+  types: { x: 'dt_x', out: 'dt_out' },
 });
 
 /**

@@ -26,6 +26,7 @@ function k(entry: string, bindings: string[]): Kernel {
     params: 'ResizeParams',
     bindings,
     overrides: { WG },
+    types: { [bindings[0]]: 'dt_in', [bindings[1]]: 'dt_out' },
   });
 }
 

@@ -23,6 +23,7 @@ export const winPartitionKernel = windowShader.kernel({
   params: 'WinParams',
   bindings: ['x', 'out'],
   overrides: { WG },
+  types: { x: 'dt_x', out: 'dt_out' },
 });
 
 export const winUnpartitionKernel = windowShader.kernel({
@@ -31,6 +32,7 @@ export const winUnpartitionKernel = windowShader.kernel({
   params: 'WinParams',
   bindings: ['windows', 'out'],
   overrides: { WG },
+  types: { windows: 'dt_x', out: 'dt_out' },
 });
 
 export interface WinDims {

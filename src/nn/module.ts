@@ -4,6 +4,7 @@
  * remapping table.
  */
 import { type Engine, type Tensor, shapeStr } from '../autograd/tensor.js';
+import { toF16Bits } from '../util/f16.js';
 
 export interface HostTensor {
   shape: number[];
@@ -108,7 +109,8 @@ export abstract class Module {
     for (const [name, t] of params) {
       const v = sd.get(name);
       if (!v) continue;
-      this.engine.gpu.write(t.buffer, v.data);
+      // An f16 parameter (a frozen weight converted for mixed precision) takes its values rounded.
+      this.engine.gpu.write(t.buffer, t.dtype === 'f16' ? toF16Bits(v.data) : v.data);
       loaded.push(name);
     }
     return { loaded, missing };

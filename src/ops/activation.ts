@@ -5,7 +5,7 @@ import { type UnaryOp, unary, unaryGrad } from '../kernels/elementwise.js';
 /** op(x) recorded with backward g * op'(x), recomputed from the saved input. */
 function pointwise(op: UnaryOp, x: Tensor): Tensor {
   const e = x.engine;
-  const out = e.empty(x.shape);
+  const out = e.emptyLike(x);
   unary(e.gpu, op, x.buffer, out.buffer, x.size);
   return e.record(
     {
@@ -13,7 +13,7 @@ function pointwise(op: UnaryOp, x: Tensor): Tensor {
       inputs: [x],
       saved: [x],
       backward: (g) => {
-        const gx = e.empty(x.shape);
+        const gx = e.emptyLike(x);
         unaryGrad(e.gpu, op, x.buffer, g.buffer, gx.buffer, x.size);
         return [gx];
       },

@@ -26,7 +26,7 @@ export function suffixBroadcast(op: string, a: Tensor, b: Tensor): number {
 export function reduceToSuffix(g: Tensor, b: Tensor, alpha = 1): Tensor {
   if (g.size === b.size && alpha === 1) return g;
   const e = g.engine;
-  const gb = e.empty(b.shape);
+  const gb = e.emptyLike(b);
   colsum(e.gpu, g.buffer, gb.buffer, g.size / b.size, b.size, alpha);
   return gb;
 }
@@ -38,7 +38,7 @@ export function reduceToSuffix(g: Tensor, b: Tensor, alpha = 1): Tensor {
 export function add(a: Tensor, b: Tensor): Tensor {
   suffixBroadcast('add', a, b);
   const e = a.engine;
-  const out = e.empty(a.shape);
+  const out = e.emptyLike(a);
   addKernel(e.gpu, a.buffer, b.buffer, out.buffer, a.size, b.size);
   return e.record(
     {

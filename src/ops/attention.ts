@@ -48,7 +48,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number): Tenso
   const Nk = k.shape[1];
   const d: AttnDims = { B, heads, hd, Nq, Nk, scale: 1 / Math.sqrt(hd) };
   const e = q.engine;
-  const out = e.empty([B, Nq, C]);
+  const out = e.emptyLike(q, [B, Nq, C]);
   const lse = e.empty([B * heads * Nq]);
   attentionForward(e.gpu, d, view(q, C), view(k, C), view(v, C), view(out, C), lse.buffer);
   // lse only matters to backward; unrecorded, it goes back to the pool now (its dispatch is
@@ -63,22 +63,22 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number): Tenso
         const s = savedFor(d, view(q, C), view(k, C), view(v, C), g, out, lse);
         let dq: Tensor | null = null;
         if (needs[0]) {
-          dq = e.empty(q.shape);
+          dq = e.emptyLike(q);
           attentionBackwardQ(e.gpu, d, s, view(dq, C));
         }
         let dk: Tensor | null = null;
         let dv: Tensor | null = null;
         if (needs[1] || needs[2]) {
           // dk and dv come out of one dispatch into one buffer, then split into their tensors.
-          const dkv = e.empty([B, Nk, 2 * C]);
+          const dkv = e.emptyLike(k, [B, Nk, 2 * C]);
           attentionBackwardKV(e.gpu, d, s, dkv.buffer, { stride: 2 * C, offset: 0 },
             { stride: 2 * C, offset: C });
           if (needs[1]) {
-            dk = e.empty(k.shape);
+            dk = e.emptyLike(k);
             copyColumns(e.gpu, view(dkv, 2 * C), view(dk, C), B * Nk, C);
           }
           if (needs[2]) {
-            dv = e.empty(v.shape);
+            dv = e.emptyLike(v);
             copyColumns(e.gpu, view(dkv, 2 * C, C), view(dv, C), B * Nk, C);
           }
         }
@@ -114,7 +114,7 @@ export function attentionQkv(qkv: Tensor, heads: number, q?: Tensor): Tensor {
   const d: AttnDims = { B, heads, hd, Nq, Nk: N, scale: 1 / Math.sqrt(hd) };
   const e = qkv.engine;
   const inputs = q ? [qkv, q] : [qkv];
-  const out = e.empty([B, Nq, C]);
+  const out = e.emptyLike(qkv, [B, Nq, C]);
   const lse = e.empty([B * heads * Nq]);
   const qv = () => (q ? view(q, C) : view(qkv, C3, 0));
   const kv = () => view(qkv, C3, C);
@@ -133,14 +133,14 @@ export function attentionQkv(qkv: Tensor, heads: number, q?: Tensor): Tensor {
         let dq: Tensor | null = null;
         if (needs[0]) {
           // dq (or zeros, with separate queries), dk, dv fill their column ranges of one tensor.
-          dqkv = e.empty(qkv.shape);
+          dqkv = e.emptyLike(qkv);
           if (q) zeroColumns(e.gpu, view(dqkv, C3, 0), B * N, C);
           else attentionBackwardQ(e.gpu, d, s, view(dqkv, C3, 0));
           attentionBackwardKV(e.gpu, d, s, dqkv.buffer, { stride: C3, offset: C },
             { stride: C3, offset: 2 * C });
         }
         if (q && needs[1]) {
-          dq = e.empty(q.shape);
+          dq = e.emptyLike(q);
           attentionBackwardQ(e.gpu, d, s, view(dq, C));
         }
         return q ? [dqkv, dq] : [dqkv];

@@ -1,5 +1,5 @@
 /** 2-D convolution on NHWC activations with PyTorch-layout weights. */
-import { type Tensor, shapeStr } from '../autograd/tensor.js';
+import { type Tensor, mixedDtype, shapeStr } from '../autograd/tensor.js';
 import {
   type ConvDims,
   conv2dBackwardBias,
@@ -53,7 +53,8 @@ export function conv2d(
     throw new Error(`conv2d: kernel ${kh}x${kw} (padding ${pad}) larger than input ${h}x${w}`);
   }
   const e = x.engine;
-  const out = e.empty([b, ho, wo, cout]);
+  // f16 when x or the weight is: an f16 layer maps an f32 image to f16 features.
+  const out = e.empty([b, ho, wo, cout], undefined, mixedDtype(x, weight));
   conv2dForward(e.gpu, x.buffer, weight.buffer, bias?.buffer ?? null, out.buffer, d);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return e.record(
@@ -66,15 +67,15 @@ export function conv2d(
         let dw: Tensor | null = null;
         let db: Tensor | null = null;
         if (needs[0]) {
-          dx = e.empty(x.shape);
+          dx = e.emptyLike(x);
           conv2dBackwardInput(e.gpu, g.buffer, weight.buffer, dx.buffer, d);
         }
         if (needs[1]) {
-          dw = e.empty(weight.shape);
+          dw = e.emptyLike(weight);
           conv2dBackwardWeight(e.gpu, g.buffer, x.buffer, dw.buffer, d);
         }
         if (bias && needs[2]) {
-          db = e.empty(bias.shape);
+          db = e.emptyLike(bias);
           conv2dBackwardBias(e.gpu, g.buffer, db.buffer, b * ho * wo, cout);
         }
         return bias ? [dx, dw, db] : [dx, dw];

@@ -10,7 +10,7 @@ import { reduceToSuffix, suffixBroadcast } from './add.js';
 export function sub(a: Tensor, b: Tensor): Tensor {
   suffixBroadcast('sub', a, b);
   const e = a.engine;
-  const out = e.empty(a.shape);
+  const out = e.emptyLike(a);
   addKernel(e.gpu, a.buffer, b.buffer, out.buffer, a.size, b.size, -1);
   return e.record(
     {
@@ -30,7 +30,7 @@ export function sub(a: Tensor, b: Tensor): Tensor {
 export function mul(a: Tensor, b: Tensor): Tensor {
   suffixBroadcast('mul', a, b);
   const e = a.engine;
-  const out = e.empty(a.shape);
+  const out = e.emptyLike(a);
   mulKernel(e.gpu, a.buffer, b.buffer, out.buffer, a.size, b.size);
   return e.record(
     {
@@ -42,11 +42,11 @@ export function mul(a: Tensor, b: Tensor): Tensor {
         let ga: Tensor | null = null;
         let gb: Tensor | null = null;
         if (needs[0]) {
-          ga = e.empty(a.shape);
+          ga = e.emptyLike(a);
           mulKernel(e.gpu, g.buffer, b.buffer, ga.buffer, a.size, b.size);
         }
         if (needs[1]) {
-          const ag = e.empty(a.shape);
+          const ag = e.emptyLike(a);
           mulKernel(e.gpu, g.buffer, a.buffer, ag.buffer, a.size);
           gb = reduceToSuffix(ag, b);
         }
@@ -63,7 +63,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
  */
 export function scale(a: Tensor, s: number): Tensor {
   const e = a.engine;
-  const out = e.empty(a.shape);
+  const out = e.emptyLike(a);
   affine(e.gpu, a.buffer, out.buffer, a.size, s, 0);
   return e.record(
     {
@@ -71,7 +71,7 @@ export function scale(a: Tensor, s: number): Tensor {
       inputs: [a],
       saved: [],
       backward: (g) => {
-        const ga = e.empty(a.shape);
+        const ga = e.emptyLike(a);
         affine(e.gpu, g.buffer, ga.buffer, a.size, s, 0);
         return [ga];
       },
@@ -86,7 +86,7 @@ export function scale(a: Tensor, s: number): Tensor {
  */
 export function addScalar(a: Tensor, c: number): Tensor {
   const e = a.engine;
-  const out = e.empty(a.shape);
+  const out = e.emptyLike(a);
   affine(e.gpu, a.buffer, out.buffer, a.size, 1, c);
   return e.record({ name: 'addScalar', inputs: [a], saved: [], backward: (g) => [g] }, out);
 }

@@ -34,7 +34,7 @@ export function interpolate(x: Tensor, size: [number, number], mode: ResizeMode)
   }
   const [b, h, w, c] = x.shape;
   const d: ResizeDims = { b, h, w, c, ho, wo };
-  const out = e.empty([b, ho, wo, c]);
+  const out = e.emptyLike(x, [b, ho, wo, c]);
   resizeForward(e.gpu, mode, x.buffer, out.buffer, d);
   if (mode === 'bicubic') return out;
   return e.record(
@@ -43,7 +43,7 @@ export function interpolate(x: Tensor, size: [number, number], mode: ResizeMode)
       inputs: [x],
       saved: [],
       backward: (g) => {
-        const dx = e.empty(x.shape);
+        const dx = e.emptyLike(x);
         resizeBackward(e.gpu, mode, g.buffer, dx.buffer, d);
         return [dx];
       },

@@ -26,7 +26,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-6,
   if (!(eps >= 0)) throw new Error(`layerNorm: eps must be >= 0, got ${eps}`);
   const e = x.engine;
   const rows = x.size / C;
-  const out = e.empty(x.shape);
+  const out = e.emptyLike(x);
   // (mean, rstd) per row: the backward reuses them instead of recomputing the row statistics.
   const stats = e.empty([rows, 2]);
   layerNormForward(
@@ -40,7 +40,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-6,
       backward: (g, needs) => {
         let dx: Tensor | null = null;
         if (needs[0]) {
-          dx = e.empty(x.shape);
+          dx = e.emptyLike(x);
           layerNormBackwardInput(e.gpu, g.buffer, x.buffer, weight.buffer, stats.buffer,
             dx.buffer, rows, C, path);
         }

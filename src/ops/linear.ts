@@ -1,5 +1,5 @@
 /** Fully connected layer with PyTorch nn.Linear layouts. */
-import { type Tensor, shapeStr } from '../autograd/tensor.js';
+import { type Tensor, mixedDtype, shapeStr } from '../autograd/tensor.js';
 import { colsum, matmul as mm } from '../kernels/matmul.js';
 
 /**
@@ -9,7 +9,7 @@ import { colsum, matmul as mm } from '../kernels/matmul.js';
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
   const { rows, inF, outF } = linearDims('linear', x, weight, bias);
   const e = x.engine;
-  const y = e.empty([...x.shape.slice(0, -1), outF]);
+  const y = e.empty([...x.shape.slice(0, -1), outF], undefined, mixedDtype(x, weight));
   mm(e.gpu, {
     a: x.buffer, b: weight.buffer, c: y.buffer, M: rows, N: outF, K: inF,
     transB: true, strideB: 0, bias: bias?.buffer ?? null,
@@ -21,19 +21,19 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
       inputs,
       saved: [],
       backward: (g, needs) => {
-        const dx = needs[0] ? e.empty(x.shape) : null;
+        const dx = needs[0] ? e.emptyLike(x) : null;
         // dx = g · W
         if (dx) {
           mm(e.gpu, { a: g.buffer, b: weight.buffer, c: dx.buffer, M: rows, N: inF, K: outF });
         }
         // Frozen base layers (needs false) cost no weight-gradient work at all.
-        const dw = needs[1] ? e.empty(weight.shape) : null;
+        const dw = needs[1] ? e.emptyLike(weight) : null;
         if (dw) {
           mm(e.gpu, {
             a: g.buffer, b: x.buffer, c: dw.buffer, M: outF, N: inF, K: rows, transA: true,
           });
         }
-        const db = bias && needs[2] ? e.empty(bias.shape) : null;
+        const db = bias && needs[2] ? e.emptyLike(bias) : null;
         if (db) colsum(e.gpu, g.buffer, db.buffer, rows, outF);
         return bias ? [dx, dw, db] : [dx, dw];
       },

@@ -1,6 +1,6 @@
 /** Linear layer with a LoRA adapter (PEFT semantics), fused into two forward passes. */
 import type { Tensor } from '../autograd/tensor.js';
-import { shapeStr } from '../autograd/tensor.js';
+import { mixedDtype, shapeStr } from '../autograd/tensor.js';
 import {
   type LoraDims, loraDown, loraGradA, loraGradB, loraInputGrad, loraProject, loraUp,
 } from '../kernels/lora.js';
@@ -49,7 +49,7 @@ export function loraLinear(
   const gpu = e.gpu;
   const t = e.empty([rows, rank]);
   loraDown(gpu, x.buffer, loraA.buffer, t.buffer, d, drop);
-  const y = e.empty([...x.shape.slice(0, -1), outF]);
+  const y = e.empty([...x.shape.slice(0, -1), outF], undefined, mixedDtype(x, weight));
   loraUp(gpu, x.buffer, weight.buffer, bias?.buffer ?? null, t.buffer, loraB.buffer, y.buffer, d,
     opts.scale);
   const inputs = bias ? [x, weight, bias, loraA, loraB] : [x, weight, loraA, loraB];
@@ -72,31 +72,31 @@ export function loraLinear(
           loraProject(gpu, g.buffer, loraB.buffer, u.buffer, d);
         }
         if (needs[0] && u) {
-          const dx = e.empty(x.shape);
+          const dx = e.emptyLike(x);
           loraInputGrad(
             gpu, g.buffer, weight.buffer, u.buffer, loraA.buffer, dx.buffer, d, s, drop,
           );
           grads[0] = dx;
         }
         if (needs[1]) {
-          const dw = e.empty(weight.shape);
+          const dw = e.emptyLike(weight);
           mm(gpu, {
             a: g.buffer, b: x.buffer, c: dw.buffer, M: outF, N: inF, K: rows, transA: true,
           });
           grads[1] = dw;
         }
         if (bias && needs[2]) {
-          const db = e.empty(bias.shape);
+          const db = e.emptyLike(bias);
           colsum(gpu, g.buffer, db.buffer, rows, outF);
           grads[2] = db;
         }
         if (needs[iA] && u) {
-          const da = e.empty(loraA.shape);
+          const da = e.emptyLike(loraA);
           loraGradA(gpu, u.buffer, x.buffer, da.buffer, d, s, drop);
           grads[iA] = da;
         }
         if (needs[iA + 1]) {
-          const dB = e.empty(loraB.shape);
+          const dB = e.emptyLike(loraB);
           loraGradB(gpu, g.buffer, t.buffer, dB.buffer, d, s);
           grads[iA + 1] = dB;
         }

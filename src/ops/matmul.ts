@@ -39,7 +39,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
   // A shared right operand and row-major a: the whole batch is one [batch*M, K] product.
   const flat = sB === 0 && !transA && batch > 1;
   const e = a.engine;
-  const out = e.empty([...batchDims, M, N]);
+  const out = e.emptyLike(a, [...batchDims, M, N]);
   const fwd = flat
     ? { M: batch * M, batch: 1, sA: batch * M * K, sB: 0 }
     : { M, batch, sA, sB };
@@ -71,7 +71,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
         let da: Tensor | null = null;
         let db: Tensor | null = null;
         if (needs[0]) {
-          da = e.empty(a.shape);
+          da = e.emptyLike(a);
           const tmp = sAf === 0 && bf > 1 ? e.empty([bf, M * K]) : null;
           const dst = (tmp ?? da).buffer;
           if (!transA) {
@@ -90,7 +90,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOpts = {}): Tensor {
           reduce(da, tmp, M * K);
         }
         if (needs[1]) {
-          db = e.empty(b.shape);
+          db = e.emptyLike(b);
           const tmp = sBf === 0 && bf > 1 ? e.empty([bf, K * N]) : null;
           const dst = (tmp ?? db).buffer;
           if (!transB) {

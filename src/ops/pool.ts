@@ -19,7 +19,7 @@ export function maxPool2d(x: Tensor, k: number): Tensor {
   }
   const d: PoolDims = { b, h, w, c, k };
   const e = x.engine;
-  const out = e.empty([b, Math.floor(h / k), Math.floor(w / k), c]);
+  const out = e.emptyLike(x, [b, Math.floor(h / k), Math.floor(w / k), c]);
   maxPool2dForward(e.gpu, x.buffer, out.buffer, d);
   return e.record(
     {
@@ -28,7 +28,7 @@ export function maxPool2d(x: Tensor, k: number): Tensor {
       saved: [],
       backward: (g) => {
         // The argmax is recomputed from x (kept by the tape) rather than saved as indices.
-        const dx = e.empty(x.shape);
+        const dx = e.emptyLike(x);
         maxPool2dBackward(e.gpu, g.buffer, x.buffer, dx.buffer, d);
         return [dx];
       },

@@ -7,6 +7,7 @@ import { colsum } from '../kernels/reduce.js';
 function reduceLeading(name: string, x: Tensor, lead: number, alpha: number): Tensor {
   const e = x.engine;
   const outShape = lead === x.shape.length ? [1] : x.shape.slice(lead);
+  // Sums stay f32 whatever x's type (an f16 x is summed in f32 and not rounded back).
   const out = e.empty(outShape);
   const C = out.size;
   colsum(e.gpu, x.buffer, out.buffer, x.size / C, C, alpha);
@@ -17,7 +18,7 @@ function reduceLeading(name: string, x: Tensor, lead: number, alpha: number): Te
       saved: [],
       // Every summed element contributes alpha: the gradient is alpha * g repeated.
       backward: (g) => {
-        const gx = e.empty(x.shape);
+        const gx = e.emptyLike(x);
         tile(e.gpu, g.buffer, gx.buffer, x.size, C, alpha);
         return [gx];
       },

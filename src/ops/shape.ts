@@ -40,7 +40,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   }
   const e = x.engine;
   const outShape = perm.map((p) => x.shape[p]);
-  const out = e.empty(outShape);
+  const out = e.emptyLike(x, outShape);
   permuteKernel(e.gpu, x.buffer, out.buffer, x.shape, perm);
   const inverse = new Array<number>(r);
   perm.forEach((p, k) => (inverse[p] = k));
@@ -50,7 +50,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
       inputs: [x],
       saved: [],
       backward: (g) => {
-        const gx = e.empty(x.shape);
+        const gx = e.emptyLike(x);
         permuteKernel(e.gpu, g.buffer, gx.buffer, outShape, inverse);
         return [gx];
       },
@@ -73,7 +73,7 @@ export function sliceLast(x: Tensor, start: number, len: number): Tensor {
   }
   const e = x.engine;
   const rows = x.size / C;
-  const out = e.empty([...x.shape.slice(0, -1), len]);
+  const out = e.emptyLike(x, [...x.shape.slice(0, -1), len]);
   copyCols(e.gpu, x.buffer, out.buffer, rows, len, C, start, len, 0);
   return e.record(
     {
@@ -82,7 +82,7 @@ export function sliceLast(x: Tensor, start: number, len: number): Tensor {
       saved: [],
       // The gradient is g in the sliced columns and zero elsewhere.
       backward: (g) => {
-        const gx = e.empty(x.shape);
+        const gx = e.emptyLike(x);
         if (len < C) fill(e.gpu, gx.buffer, x.size, 0);
         copyCols(e.gpu, g.buffer, gx.buffer, rows, len, len, 0, C, start);
         return [gx];
@@ -111,7 +111,7 @@ export function concatLast(xs: readonly Tensor[]): Tensor {
   const widths = xs.map((t) => t.shape[t.shape.length - 1]);
   const C = widths.reduce((a, b) => a + b, 0);
   const rows = numel(lead);
-  const out = e.empty([...lead, C]);
+  const out = e.emptyLike(xs[0], [...lead, C]);
   const offsets: number[] = [];
   let off = 0;
   xs.forEach((t, i) => {
@@ -127,7 +127,7 @@ export function concatLast(xs: readonly Tensor[]): Tensor {
       backward: (g, needs) =>
         xs.map((t, i) => {
           if (!needs[i]) return null;
-          const gi = e.empty(t.shape);
+          const gi = e.emptyLike(t);
           copyCols(e.gpu, g.buffer, gi.buffer, rows, widths[i], C, offsets[i], widths[i], 0);
           return gi;
         }),

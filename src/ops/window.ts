@@ -27,7 +27,7 @@ export function windowPartition(x: Tensor, ws: number): Tensor {
   const d: WinDims = { B, H, W, C, ws };
   const [nh, nw] = windowCounts(H, W, ws);
   const e = x.engine;
-  const out = e.empty([B * nh * nw, ws * ws, C]);
+  const out = e.emptyLike(x, [B * nh * nw, ws * ws, C]);
   partitionKernel(e.gpu, x.buffer, out.buffer, d);
   return e.record(
     {
@@ -36,7 +36,7 @@ export function windowPartition(x: Tensor, ws: number): Tensor {
       saved: [],
       // Each pixel appears in exactly one window; padding positions receive no gradient.
       backward: (g) => {
-        const gx = e.empty(x.shape);
+        const gx = e.emptyLike(x);
         unpartitionKernel(e.gpu, g.buffer, gx.buffer, d);
         return [gx];
       },
@@ -67,7 +67,7 @@ export function windowUnpartition(y: Tensor, ws: number, hw: [number, number]): 
   const C = y.shape[2];
   const d: WinDims = { B, H, W, C, ws };
   const e = y.engine;
-  const out = e.empty([B, H, W, C]);
+  const out = e.emptyLike(y, [B, H, W, C]);
   unpartitionKernel(e.gpu, y.buffer, out.buffer, d);
   return e.record(
     {
@@ -76,7 +76,7 @@ export function windowUnpartition(y: Tensor, ws: number, hw: [number, number]): 
       saved: [],
       // Padding tokens were dropped, so their gradient is zero: exactly what partition writes.
       backward: (g) => {
-        const gy = e.empty(y.shape);
+        const gy = e.emptyLike(y);
         partitionKernel(e.gpu, g.buffer, gy.buffer, d);
         return [gy];
       },
