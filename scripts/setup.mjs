@@ -3,12 +3,14 @@
 //  1. on Linux without a Vulkan loader / driver, installs Mesa lavapipe through apt when root
 //     (otherwise prints the exact command);
 //  2. builds the lavapipe compatibility layer;
-//  3. compiles the TypeScript to dist/ when it is missing or older than src/.
+//  3. compiles the TypeScript to dist/ when it is missing or older than src/;
+//  4. bundles the web page (dist/web/app.js, for `sam2-lora web`) likewise, when esbuild is there.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildLayer } from './build-layer.mjs';
+import { BUNDLE, buildWeb } from './build-web.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const APT = ['mesa-vulkan-drivers', 'libvulkan1', 'libvulkan-dev'];
@@ -61,6 +63,17 @@ function ensureBuilt() {
     join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
 }
 
+async function ensureBundle() {
+  const newest = Math.max(newestMtime(join(root, 'src')), newestMtime(join(root, 'shaders')));
+  if (existsSync(BUNDLE) && statSync(BUNDLE).mtimeMs >= newest) return;
+  try {
+    await buildWeb({ quiet: true });
+  } catch (e) {
+    console.warn(`setup: the web page bundle was not built (${e.message.split('\n')[0]})`);
+  }
+}
+
 ensureVulkan();
 buildLayer({ quiet: true });
 ensureBuilt();
+await ensureBundle();

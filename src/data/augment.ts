@@ -1,6 +1,6 @@
 /**
  * Seeded augmentation of decoded pairs. It runs on the decoded float arrays at model size (after
- * sharp's resize and the ImageNet normalisation), so it is pure, cheap, testable, and the same
+ * the resize and the ImageNet normalisation of pixels.ts), so it is pure, cheap, testable, and the same
  * code serves every dataset; the random resized crop resamples the window back to full size
  * (bilinear for the image, nearest for the mask, same pixel-centre mapping so they stay aligned).
  * Order: crop → flips → 90° rotation (one gather) → brightness/contrast (image only).

@@ -1,11 +1,10 @@
 /**
  * Decoding image/mask pairs with sharp into model inputs.
  *
- * Matches SAM2's `SAM2Transforms`: the photo is resized to a `size`x`size` square ignoring its
- * aspect ratio (torchvision `Resize((s, s))`, bilinear with antialiasing, pixel centres aligned),
- * scaled to [0, 1] and normalised with the ImageNet mean/std. Here the resize is sharp's 'linear'
- * kernel, which is bilinear upsampling and an antialiased (support-widened) linear filter when
- * downsampling, as torchvision's antialias=True. The mask is binarised at its own resolution under
+ * Matches SAM2's `SAM2Transforms`: sharp decodes the photo to u8 pixels, then pixels.ts (shared
+ * with the browser page) resizes it to a `size`x`size` square ignoring its aspect ratio
+ * (torchvision `Resize((s, s))` on floats, antialiased bilinear, pixel centres aligned) and
+ * normalises it with the ImageNet mean/std. The mask is binarised at its own resolution under
  * its dataset's encoding (0/255, 0/1, palette, 16-bit...: see mask-encoding.ts), then resized
  * nearest-neighbour with pixel-centre mapping (torch 'nearest-exact').
  * EXIF orientation is not applied (neither does PIL's Image.open), so image and mask stay aligned.
@@ -16,10 +15,10 @@ import {
   type MaskEncoding, MaskEncodingError, type MaskProfile, binarize, encodingOf, profileMask, readMaskValues,
   sampleIndices,
 } from './mask-encoding.js';
+import { type RawImage, resizeNormalize } from './pixels.js';
 import { resampleNearest } from './resample.js';
 
-export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
-export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
+export { IMAGENET_MEAN, IMAGENET_STD, normalizeRgb, type RawImage, resizeNormalize } from './pixels.js';
 
 /** A sample that could not be used, and why (for `--skip-bad` reports). */
 export interface BadSample {
@@ -88,32 +87,6 @@ export async function checkPair(s: Sample): Promise<{ width: number; height: num
   return im;
 }
 
-/** u8 RGB (or grey/alpha, expanded) → normalised float NHWC. */
-export function normalizeRgb(
-  px: Uint8Array | Buffer,
-  channels: number,
-  n: number,
-  out = new Float32Array(n * 3),
-): Float32Array {
-  const scale = IMAGENET_STD.map((s) => 1 / (255 * s));
-  const shift = IMAGENET_MEAN.map((m, c) => m / IMAGENET_STD[c]);
-  for (let i = 0; i < n; i++) {
-    for (let c = 0; c < 3; c++) {
-      const v = px[i * channels + (channels >= 3 ? c : 0)];
-      out[i * 3 + c] = v * scale[c] - shift[c];
-    }
-  }
-  return out;
-}
-
-/** A decoded photo: u8 pixels, alpha removed, 1 (grey) or 3 channels. */
-export interface RawImage {
-  data: Buffer;
-  width: number;
-  height: number;
-  channels: 1 | 2 | 3 | 4;
-}
-
 /** Decodes a whole photo to raw pixels (SampleError naming the file when unreadable). */
 export async function decodeRaw(file: string, id = file): Promise<RawImage> {
   try {
@@ -124,29 +97,6 @@ export async function decodeRaw(file: string, id = file): Promise<RawImage> {
   }
 }
 
-/**
- * Resizes a window of a decoded photo (default: all of it) to `size`x`size` and normalises it.
- * Resizing from decoded pixels (not from the file) keeps sharp's JPEG shrink-on-load out of the
- * way, so training inputs and prediction tiles go through the identical filter.
- */
-export async function resizeNormalize(
-  raw: RawImage,
-  size: number,
-  win?: { x: number; y: number; w: number; h: number },
-): Promise<Float32Array> {
-  let img = sharp(raw.data, {
-    raw: { width: raw.width, height: raw.height, channels: raw.channels },
-  });
-  if (win && (win.x !== 0 || win.y !== 0 || win.w !== raw.width || win.h !== raw.height)) {
-    img = img.extract({ left: win.x, top: win.y, width: win.w, height: win.h });
-  }
-  const { data, info } = await img
-    .resize(size, size, { fit: 'fill', kernel: 'linear' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return normalizeRgb(data, info.channels, size * size);
-}
-
 /** Decodes a photo to normalised NHWC [size, size, 3]. */
 export async function loadImage(
   file: string,
@@ -155,7 +105,7 @@ export async function loadImage(
 ): Promise<{ image: Float32Array; origWidth: number; origHeight: number }> {
   const raw = await decodeRaw(file, id);
   try {
-    return { image: await resizeNormalize(raw, size), origWidth: raw.width, origHeight: raw.height };
+    return { image: resizeNormalize(raw, size), origWidth: raw.width, origHeight: raw.height };
   } catch (e) {
     throw new SampleError(id, file, `cannot resize image (${errText(e)})`);
   }

@@ -1,7 +1,8 @@
 /**
  * Batches of decoded (and optionally augmented) pairs, shuffled per epoch from a seeded RNG, with
  * several batches prefetched. sharp decodes on libuv's threadpool, so plain async concurrency keeps
- * the CPU cores busy without worker_threads; the prefetch queue only bounds memory.
+ * the CPU cores busy without worker_threads; the resize to model size (pixels.ts, the code the
+ * browser page shares) runs on the main thread. The prefetch queue only bounds memory.
  *
  * Determinism: the order of epoch e comes from shuffling with the RNG state reached at the start
  * of e, and each sample's augmentation from a hash of (seed, epoch, position, id), never from

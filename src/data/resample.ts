@@ -96,3 +96,111 @@ export function resizeBilinear(
 ): Float32Array {
   return resampleBilinear(src, sw, sh, c, { x: 0, y: 0, w: sw, h: sh }, dw, dh);
 }
+
+/**
+ * Per output index along one axis: the first source index, the tap count and the normalised
+ * weights of the taps from there (`taps` slots per index). Antialiased linear (triangle) filter as
+ * torch's `interpolate(mode='bilinear', antialias=True, align_corners=False)`: when shrinking, the
+ * triangle widens to the scale so every source pixel contributes; when enlarging it is plain
+ * bilinear (edges clamped).
+ */
+function aaTaps(start: number, len: number, out: number): { first: Int32Array; count: Int32Array; taps: number; w: Float64Array } {
+  const scale = len / out;
+  const support = scale >= 1 ? scale : 1;
+  const inv = scale >= 1 ? 1 / scale : 1;
+  const taps = Math.ceil(support) * 2 + 1;
+  const first = new Int32Array(out);
+  const count = new Int32Array(out);
+  const w = new Float64Array(out * taps);
+  for (let i = 0; i < out; i++) {
+    const center = scale * (i + 0.5);
+    const lo = Math.max(Math.trunc(center - support + 0.5), 0);
+    const hi = Math.min(Math.trunc(center + support + 0.5), len);
+    let total = 0;
+    for (let j = lo; j < hi; j++) {
+      const x = Math.abs((j - center + 0.5) * inv);
+      const v = x < 1 ? 1 - x : 0;
+      w[i * taps + j - lo] = v;
+      total += v;
+    }
+    if (total > 0) for (let j = 0; j < hi - lo; j++) w[i * taps + j] /= total;
+    first[i] = start + lo;
+    count[i] = hi - lo;
+  }
+  return { first, count, taps, w };
+}
+
+/**
+ * Antialiased bilinear resize of the integer window `win` of `src` ([sh, sw, c], e.g. u8 pixels)
+ * to [dh, dw, c] in float: rows first, then columns, sums in float64. The resize of SAM2's
+ * preprocessing (torchvision `Resize` on a float tensor), shared by Node and the browser.
+ */
+export function resampleAntialiased(
+  src: Uint8Array | Float32Array,
+  sw: number,
+  sh: number,
+  c: number,
+  win: Window,
+  dw: number,
+  dh: number,
+  out = new Float32Array(dw * dh * c),
+): Float32Array {
+  if (!Number.isInteger(win.x) || !Number.isInteger(win.y) || !Number.isInteger(win.w) ||
+    !Number.isInteger(win.h) || win.x < 0 || win.y < 0 || win.w < 1 || win.h < 1 ||
+    win.x + win.w > sw || win.y + win.h > sh) {
+    throw new Error(`resampleAntialiased: window (${win.x}, ${win.y}, ${win.w}x${win.h}) is not ` +
+      `an integer window inside the ${sw}x${sh} image`);
+  }
+  const hx = aaTaps(win.x, win.w, dw);
+  const vy = aaTaps(win.y, win.h, dh);
+  // Horizontal pass over the window's rows: [win.h, dw, c].
+  const rowLen = dw * c;
+  const mid = new Float64Array(win.h * rowLen);
+  const acc = new Float64Array(c);
+  for (let j = 0; j < win.h; j++) {
+    const rowBase = (win.y + j) * sw * c;
+    for (let i = 0; i < dw; i++) {
+      const n = hx.count[i];
+      const wo = i * hx.taps;
+      let p = rowBase + hx.first[i] * c;
+      const d = j * rowLen + i * c;
+      if (c === 3) {
+        // RGB, the common case, with scalar accumulators (several times faster than `acc`).
+        let s0 = 0;
+        let s1 = 0;
+        let s2 = 0;
+        for (let t = 0; t < n; t++, p += 3) {
+          const w = hx.w[wo + t];
+          s0 += w * src[p];
+          s1 += w * src[p + 1];
+          s2 += w * src[p + 2];
+        }
+        mid[d] = s0;
+        mid[d + 1] = s1;
+        mid[d + 2] = s2;
+        continue;
+      }
+      acc.fill(0);
+      for (let t = 0; t < n; t++, p += c) {
+        const w = hx.w[wo + t];
+        for (let k = 0; k < c; k++) acc[k] += w * src[p + k];
+      }
+      for (let k = 0; k < c; k++) mid[d + k] = acc[k];
+    }
+  }
+  // Vertical pass: [dh, dw, c], one output row as a weighted sum of window rows.
+  const row = new Float64Array(rowLen);
+  for (let j = 0; j < dh; j++) {
+    const y0 = vy.first[j] - win.y;
+    const n = vy.count[j];
+    const wo = j * vy.taps;
+    row.fill(0);
+    for (let t = 0; t < n; t++) {
+      const w = vy.w[wo + t];
+      const m = (y0 + t) * rowLen;
+      for (let i = 0; i < rowLen; i++) row[i] += w * mid[m + i];
+    }
+    out.set(row, j * rowLen);
+  }
+  return out;
+}

@@ -4,12 +4,12 @@
  * compatibility Vulkan layer (native/vk-layer), which Dawn would otherwise refuse.
  */
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { create, globals } from 'webgpu';
 import { NoAdapterError } from './errors.js';
+import { PACKAGE_ROOT } from './package-root.js';
 
-export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export { PACKAGE_ROOT };
 export const LAYER_DIR = join(PACKAGE_ROOT, 'build', 'vk-layer');
 export const LAYER_NAME = 'VK_LAYER_SAM2LORA_lavapipe_compat';
 const LAYER_MANIFEST = join(LAYER_DIR, 'VkLayer_sam2lora_lavapipe_compat.json');

@@ -1,7 +1,11 @@
 /** Prediction inputs and outputs as images: tile crops for the model, mask and overlay PNGs. */
 import sharp from 'sharp';
 import { decodeRaw, resizeNormalize } from '../data/decode.js';
-import { type Tile, type TileProb, planTiles, stitch } from './tiling.js';
+import { OVERLAY_ALPHA, OVERLAY_COLOR, maskPixels, overlayPixels, probPixels } from './render.js';
+import { type PhotoProb, type PredictPhotoOptions, type TileMap, tiledProb } from './segment.js';
+import type { Tile } from './tiling.js';
+
+export type { PredictPhotoOptions, TileMap } from './segment.js';
 
 function checkMap(what: string, prob: ArrayLike<number>, w: number, h: number): void {
   if (prob.length !== w * h) {
@@ -23,44 +27,15 @@ export async function readTiles(
   return { inputs, width: raw.width, height: raw.height };
 }
 
-/** A tile's output map at the model's output resolution. */
-export interface TileMap {
-  prob: Float32Array;
-  width: number;
-  height: number;
-}
-
-export interface PredictPhotoOptions {
-  /** Model input side (e.g. 1024). */
-  size: number;
-  /** Tile side in photo pixels (default `size`: no rescaling of large photos). */
-  tile?: number;
-  /** Tile overlap in photo pixels (default tile / 8). */
-  overlap?: number;
-}
-
 /**
- * Full-resolution map for a photo: tiles planned and read, `run` called on each tile's
- * normalised [size, size, 3] input (one at a time, in order), its map (any resolution, e.g. the
- * mask decoder's 256x256) resampled into the tile and blended. Probabilities blend better than
- * logits at seams; `run` decides which it returns.
+ * Full-resolution map for a photo file: decoded by sharp, then segment.ts's tiledProb.
  */
 export async function predictPhoto(
   photoPath: string,
   opts: PredictPhotoOptions,
   run: (input: Float32Array, tile: Tile) => Promise<TileMap>,
-): Promise<{ prob: Float32Array; width: number; height: number; tiles: number }> {
-  const tile = opts.tile ?? opts.size;
-  const overlap = opts.overlap ?? Math.floor(tile / 8);
-  const raw = await decodeRaw(photoPath);
-  const tiles = planTiles(raw.width, raw.height, tile, overlap);
-  const parts: TileProb[] = [];
-  for (const t of tiles) {
-    const out = await run(await resizeNormalize(raw, opts.size, t), t);
-    parts.push({ tile: t, ...out });
-  }
-  const prob = stitch(raw.width, raw.height, parts, overlap);
-  return { prob, width: raw.width, height: raw.height, tiles: tiles.length };
+): Promise<PhotoProb> {
+  return tiledProb(await decodeRaw(photoPath), opts, run);
 }
 
 /** Binary mask PNG (crack 255, background 0) of prob > threshold. */
@@ -72,8 +47,7 @@ export async function writeMaskPng(
   threshold = 0.5,
 ): Promise<void> {
   checkMap('writeMaskPng', prob, w, h);
-  const px = Buffer.alloc(w * h);
-  for (let i = 0; i < px.length; i++) px[i] = prob[i] > threshold ? 255 : 0;
+  const px = maskPixels(prob, threshold);
   await sharp(px, { raw: { width: w, height: h, channels: 1 } })
     .toColourspace('b-w')
     .png()
@@ -88,8 +62,7 @@ export async function writeProbPng(
   h: number,
 ): Promise<void> {
   checkMap('writeProbPng', prob, w, h);
-  const px = Buffer.alloc(w * h);
-  for (let i = 0; i < px.length; i++) px[i] = Math.round(255 * Math.min(1, Math.max(0, prob[i])));
+  const px = probPixels(prob);
   await sharp(px, { raw: { width: w, height: h, channels: 1 } })
     .toColourspace('b-w')
     .png()
@@ -117,8 +90,6 @@ export async function writeOverlayPng(
   opts: OverlayOptions = {},
 ): Promise<void> {
   checkMap('writeOverlayPng', prob, w, h);
-  const [r, g, b] = opts.color ?? [255, 0, 96];
-  const a = opts.alpha ?? 0.75;
   let photo: { data: Buffer; info: sharp.OutputInfo };
   try {
     photo = await sharp(photoPath)
@@ -130,14 +101,7 @@ export async function writeOverlayPng(
   } catch (e) {
     throw new Error(`${photoPath}: unreadable image (${e instanceof Error ? e.message : e})`);
   }
-  const ch = photo.info.channels;
-  const out = Buffer.alloc(w * h * 3);
-  for (let i = 0; i < w * h; i++) {
-    const src = [0, 1, 2].map((k) => photo.data[i * ch + (ch >= 3 ? k : 0)]);
-    const on = prob[i] > threshold;
-    out[i * 3] = on ? Math.round((1 - a) * src[0] + a * r) : src[0];
-    out[i * 3 + 1] = on ? Math.round((1 - a) * src[1] + a * g) : src[1];
-    out[i * 3 + 2] = on ? Math.round((1 - a) * src[2] + a * b) : src[2];
-  }
+  const out = overlayPixels(photo.data, photo.info.channels, prob, threshold, 3,
+    opts.color ?? OVERLAY_COLOR, opts.alpha ?? OVERLAY_ALPHA);
   await sharp(out, { raw: { width: w, height: h, channels: 3 } }).png().toFile(path);
 }
