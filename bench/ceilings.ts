@@ -3,7 +3,7 @@
  * against what this adapter really does through Dawn, not a datasheet: an FMA-bound kernel
  * (FLOP/s) and a large vec4 buffer copy (bytes read + written per second).
  */
-import type { Gpu } from '../src/gpu/runtime.js';
+import type { Gpu } from '#src/gpu/runtime.js';
 import { type Budget, measure, ours } from './measure.js';
 import { ceilingCopy, ceilingFma, fmaFlops } from './naive/kernels.js';
 

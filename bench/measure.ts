@@ -6,7 +6,7 @@
  * time of record + submit + wait, and the row says so.
  */
 import { Bench, type FnReturnedObject } from 'tinybench';
-import type { Gpu } from '../src/gpu/runtime.js';
+import type { Gpu } from '#src/gpu/runtime.js';
 
 export type TimeSource = 'gpu-timestamp' | 'wall';
 

@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../src/gpu/dawn.js';
+import { PACKAGE_ROOT } from '#src/gpu/dawn.js';
 
 export interface PeerPhase {
   median_ms: number;

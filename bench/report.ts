@@ -11,6 +11,7 @@ import type { Timing } from './measure.js';
 import type { PeerOutcome, PeerRun } from './peer.js';
 import type { E2eRow } from './suites/e2e.js';
 import type { KernelRow, PeerResult } from './suites/kernels.js';
+import { OVERHEAD_FLAG_MS, type OverheadRow } from './suites/overhead.js';
 
 export interface BenchReport {
   format: 'sam2-lora-bench';
@@ -35,6 +36,8 @@ export interface BenchReport {
   ceilings: Ceilings;
   kernels: (KernelRow & Derived)[];
   e2e: E2eRow[];
+  /** GPU ms per dispatch of each kernel at tiny shapes (optional: older reports, --filter). */
+  overhead?: OverheadRow[];
   /** The PyTorch peer of the end-to-end rows (null when not run). */
   peer: PeerOutcome | null;
   /** 1-minute load average before/after our end-to-end rows and the peer (optional: older). */
@@ -89,7 +92,8 @@ export function toMarkdown(rep: BenchReport): string {
   L.push('');
   if (d.cpuFallback) {
     L.push('> **CPU fallback (lavapipe / software rasterizer).** These numbers measure a CPU ' +
-      'emulating a GPU; they only show the bench runs. Do not read them as GPU results.');
+      'emulating a GPU: they say nothing about GPU speed. The PyTorch rows compare the two ' +
+      'engines on the same CPU cores.');
     L.push('');
   }
   L.push(`- date: ${rep.date}${rep.quick ? ' (quick run)' : ''}` +
@@ -159,6 +163,7 @@ export function toMarkdown(rep: BenchReport): string {
     }
   }
   if (rep.peer) L.push(...peerMarkdown(rep.e2e, rep.peer));
+  if (rep.overhead?.length) L.push(...overheadMarkdown(rep.overhead));
   if (rep.notes.length) {
     L.push('## Notes');
     L.push('');
@@ -235,5 +240,26 @@ function peerMarkdown(e2e: E2eRow[], peer: PeerOutcome): string[] {
     }
     L.push('');
   }
+  return L;
+}
+
+function overheadMarkdown(rows: OverheadRow[]): string[] {
+  const L: string[] = [];
+  const flagged = rows.filter((r) => r.msPerDispatch > OVERHEAD_FLAG_MS);
+  L.push('## Per-dispatch floor (tiny shapes)');
+  L.push('');
+  L.push(`GPU ms per dispatch of each kernel of a training step at shapes whose work costs ~0.1 ms ` +
+    `(fastest of 3 rounds). Above ${OVERHEAD_FLAG_MS} ms a kernel pays a fixed cost per dispatch: ` +
+    'on lavapipe, a recompilation because a loop bound or branch condition comes straight from ' +
+    `the uniforms (bench/README.md). ${flagged.length ? `Flagged: ${flagged.map((r) =>
+      r.name).join(', ')}.` : 'None flagged.'}`);
+  L.push('');
+  L.push('| kernel | ms per dispatch | dispatches per round |');
+  L.push('| --- | ---: | ---: |');
+  for (const r of rows) {
+    L.push(`| ${r.name}${r.msPerDispatch > OVERHEAD_FLAG_MS ? ' ⚠' : ''} | ` +
+      `${f(r.msPerDispatch)} | ${r.dispatches} |`);
+  }
+  L.push('');
   return L;
 }

@@ -6,14 +6,15 @@
 import { spawnSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { Engine } from '../src/autograd/tensor.js';
-import { type Backend, PACKAGE_ROOT } from '../src/gpu/dawn.js';
-import { Gpu } from '../src/gpu/runtime.js';
+import { Engine } from '#src/autograd/tensor.js';
+import { type Backend, PACKAGE_ROOT } from '#src/gpu/dawn.js';
+import { Gpu } from '#src/gpu/runtime.js';
 import { measureCeilings } from './ceilings.js';
 import type { Budget } from './measure.js';
 import { type PeerOutcome, runPytorchPeer } from './peer.js';
 import { type BenchReport, type LoadRecord, derive, writeReports } from './report.js';
 import { type E2eRow, runE2e } from './suites/e2e.js';
+import { OVERHEAD_FLAG_MS, type OverheadRow, runOverhead } from './suites/overhead.js';
 import { type SuiteContext, runKernelSuite } from './suites/kernels.js';
 import { type TfPeer, openTfjs } from './tfjs.js';
 
@@ -124,6 +125,15 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
     tf?.close();
     const tfVersion = tf?.version ?? null;
     tf = null;
+    // Row id `overhead/tiny`: the per-dispatch floor of every kernel of a training step.
+    let overhead: OverheadRow[] = [];
+    if (!filter || filter.test('overhead/tiny')) {
+      overhead = await runOverhead(gpu, engine);
+      const flagged = overhead.filter((r) => r.msPerDispatch > OVERHEAD_FLAG_MS);
+      log(`overhead/tiny: ${overhead.length} kernels, ${flagged.length} above ` +
+        `${OVERHEAD_FLAG_MS} ms per dispatch${flagged.length ? `: ${flagged.map((r) =>
+          `${r.name} ${r.msPerDispatch.toFixed(2)}`).join(', ')}` : ''}`);
+    }
     const { e2eSizes, e2eBatches } = e2eShapes(opts, info.cpuFallback);
     const e2e: E2eRow[] = [];
     // Other processes on the machine slow both sides: the 1-minute load average around each.
@@ -194,6 +204,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
       ceilings,
       kernels: kernels.map((r) => derive(r, ceilings)),
       e2e,
+      overhead,
       peer,
       load,
       notes,

@@ -4,8 +4,8 @@
  * representative windowed block (window 8, 4, 14, 7 for tiny), the first global-attention block,
  * the q-pool transitions, the patch embedding, the head, the loss and the LoRA-mode optimizer.
  */
-import { type ModelSize, blockPlan, encoderConfig, tokenGrid } from '../src/model/config.js';
-import { DEFAULT_LORA } from '../src/model/segmenter.js';
+import { type ModelSize, blockPlan, encoderConfig, tokenGrid } from '#src/model/config.js';
+import { DEFAULT_LORA } from '#src/model/segmenter.js';
 
 export interface StageShape {
   stage: number;

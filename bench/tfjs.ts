@@ -5,7 +5,7 @@
  * navigator.gpu before it registers anything, so a navigator.gpu that hands out our adapter is
  * installed first when the process has none.
  */
-import type { Gpu } from '../src/gpu/runtime.js';
+import type { Gpu } from '#src/gpu/runtime.js';
 
 type Tf = typeof import('@tensorflow/tfjs-core');
 export type TfTensor = import('@tensorflow/tfjs-core').Tensor;

@@ -67,6 +67,18 @@ describe('bench report: PyTorch peer', () => {
     expect(md).toContain('| 2 | attention | 20.0 | 12 |  |  |  |');
   });
 
+  it('lists the per-dispatch floor and flags the kernels above it', () => {
+    const md = toMarkdown({ ...report(null), overhead: [
+      { name: 'attention.fwd_regs', msPerDispatch: 4.2, dispatches: 2 },
+      { name: 'matmul.regs', msPerDispatch: 0.15, dispatches: 10 },
+    ] });
+    expect(md).toContain('## Per-dispatch floor (tiny shapes)');
+    expect(md).toContain('Flagged: attention.fwd_regs.');
+    expect(md).toContain('| attention.fwd_regs ⚠ | 4.200 | 2 |');
+    expect(md).toContain('| matmul.regs | 0.150 | 10 |');
+    expect(toMarkdown(report(null))).not.toContain('Per-dispatch floor');
+  });
+
   it('says why the peer did not run', () => {
     const md = toMarkdown(report({ python: null, runs: [], errors: ['no torch here'] }));
     expect(md).toContain('no torch here');

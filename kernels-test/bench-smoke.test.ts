@@ -2,11 +2,13 @@
  * Smoke test of `npm run bench --quick`: with a tiny filter it must produce a JSON and a
  * Markdown report whose every row has a positive, finite median. Never asserts a time.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bench } from '../src/cli/bench.js';
+import { BIN, REPO, ensureBuilt } from './dist.js';
 
 const out = mkdtempSync(join(tmpdir(), 'sam2-lora-bench-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
@@ -52,5 +54,24 @@ describe('bench --quick', () => {
     expect(text).toContain('## Kernels');
     expect(text).toContain('## End to end');
     for (const r of rep.kernels) expect(text).toContain(r.label);
+  });
+});
+
+describe('sam2-lora bench (the compiled CLI)', () => {
+  it('runs the bench built by tsc into dist/bench, its #src imports resolved to dist', () => {
+    ensureBuilt('bench-smoke', join(REPO, 'dist', 'cli', 'bench.js'));
+    const dir = join(out, 'cli');
+    const r = spawnSync(process.execPath, [BIN, 'bench', '--quick', '--no-peer', '--no-tfjs',
+      '--e2e-sizes', '32', '--filter', '^e2e/.*/head/forward', '--out', dir],
+    { cwd: REPO, encoding: 'utf8', timeout: 280_000 });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    // Built (or rebuilt when stale) by the project's tsc, not transpiled at run time.
+    expect(existsSync(join(REPO, 'dist', 'bench', 'run.js'))).toBe(true);
+    const json = readdirSync(dir).find((f) => f.endsWith('.json'));
+    expect(json, readdirSync(dir).join(', ')).toBeDefined();
+    const rep = JSON.parse(readFileSync(join(dir, json!), 'utf8'));
+    expect(rep.e2e.map((e: { id: string }) => e.id)).toEqual(['e2e/32px-b1/head/forward']);
+    expect(positive(rep.e2e[0].wallMedianMs)).toBe(true);
+    expect(rep.commit === null || typeof rep.commit === 'string').toBe(true);
   });
 });

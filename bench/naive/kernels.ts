@@ -4,9 +4,9 @@
  * bench never touches shaders/.
  */
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../src/gpu/dawn.js';
-import { type Kernel, defineShader } from '../../src/gpu/kernel.js';
-import type { Gpu } from '../../src/gpu/runtime.js';
+import { PACKAGE_ROOT } from '#src/gpu/dawn.js';
+import { type Kernel, defineShader } from '#src/gpu/kernel.js';
+import type { Gpu } from '#src/gpu/runtime.js';
 
 const WG = 256;
 export const NAIVE_DIR = join(PACKAGE_ROOT, 'bench', 'naive');

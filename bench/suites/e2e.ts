@@ -5,12 +5,12 @@
  * what a user sees, so images/s come from it; the GPU-busy time (timestamp queries) is reported
  * beside it to show how much of the step is launch/CPU overhead.
  */
-import type { Engine, Tensor } from '../../src/autograd/tensor.js';
-import type { Gpu } from '../../src/gpu/runtime.js';
-import { type TrainMode, DEFAULT_LORA, Segmenter } from '../../src/model/segmenter.js';
-import { diceLoss } from '../../src/ops/loss.js';
-import { AdamW } from '../../src/train/optim.js';
-import { Rng } from '../../src/util/random.js';
+import type { Engine, Tensor } from '#src/autograd/tensor.js';
+import type { Gpu } from '#src/gpu/runtime.js';
+import { type TrainMode, DEFAULT_LORA, Segmenter } from '#src/model/segmenter.js';
+import { diceLoss } from '#src/ops/loss.js';
+import { AdamW } from '#src/train/optim.js';
+import { Rng } from '#src/util/random.js';
 import { type Budget, drainGpuTimings, measure } from '../measure.js';
 
 export interface E2eRow {

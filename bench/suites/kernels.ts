@@ -4,18 +4,18 @@
  * naive WGSL peer and a TensorFlow.js WebGPU peer on the same device for matmul, conv2d,
  * attention and layer norm (forward).
  */
-import { type Engine, type Tensor, shapeStr } from '../../src/autograd/tensor.js';
-import type { Gpu } from '../../src/gpu/runtime.js';
-import { gelu } from '../../src/ops/activation.js';
-import { attentionQkv } from '../../src/ops/attention.js';
-import { conv2d } from '../../src/ops/conv2d.js';
-import { interpolate } from '../../src/ops/interpolate.js';
-import { layerNorm } from '../../src/ops/layer-norm.js';
-import { linear } from '../../src/ops/linear.js';
-import { loraLinear } from '../../src/ops/lora-linear.js';
-import { diceLoss } from '../../src/ops/loss.js';
-import { maxPool2d } from '../../src/ops/pool.js';
-import { AdamW } from '../../src/train/optim.js';
+import { type Engine, type Tensor, shapeStr } from '#src/autograd/tensor.js';
+import type { Gpu } from '#src/gpu/runtime.js';
+import { gelu } from '#src/ops/activation.js';
+import { attentionQkv } from '#src/ops/attention.js';
+import { conv2d } from '#src/ops/conv2d.js';
+import { interpolate } from '#src/ops/interpolate.js';
+import { layerNorm } from '#src/ops/layer-norm.js';
+import { linear } from '#src/ops/linear.js';
+import { loraLinear } from '#src/ops/lora-linear.js';
+import { diceLoss } from '#src/ops/loss.js';
+import { maxPool2d } from '#src/ops/pool.js';
+import { AdamW } from '#src/train/optim.js';
 import { type Budget, type MeasureSpec, type Timing, measure, ours } from '../measure.js';
 import {
   naiveAttention, naiveAttentionScoreBytes, naiveConv2d, naiveLayerNorm, naiveMatmul,

@@ -1,12 +1,12 @@
 /**
- * `sam2-lora bench` / `npm run bench`: the benchmark suite lives in bench/ (outside the published
- * library), so this entry loads it. Under a TypeScript runner (vitest) it imports bench/run.ts
- * directly; from the compiled CLI it transpiles bench/ into build/bench-js/ with its imports of
- * src/ pointed at dist/, so the bench and the CLI share one copy of the runtime. The bench needs
- * a development checkout (TypeScript installed, bench/ present).
+ * `sam2-lora bench` / `npm run bench`: the benchmark suite lives in bench/ (a development
+ * checkout's), compiled by the project's tsc (tsconfig.bench.json) into dist/bench/, whose
+ * `#src/*` imports (package.json "imports") resolve to dist/: the bench and the CLI share one
+ * copy of the runtime. Under a TypeScript runner (vitest) this imports bench/run.ts directly.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PACKAGE_ROOT } from '../gpu/dawn.js';
 
@@ -44,7 +44,7 @@ interface BenchModule {
 }
 
 const BENCH_SRC = join(PACKAGE_ROOT, 'bench');
-const BENCH_OUT = join(PACKAGE_ROOT, 'build', 'bench-js');
+const BENCH_DIST = join(PACKAGE_ROOT, 'dist', 'bench');
 
 export async function bench(opts: BenchCliOptions): Promise<BenchOutcome> {
   const mod = await loadBench();
@@ -59,55 +59,40 @@ async function loadBench(): Promise<BenchModule> {
   }
   // A non-literal specifier: the library build (rootDir src) must not pull bench/ in.
   const fromSource = fileURLToPath(import.meta.url).endsWith('.ts');
-  const entry = fromSource ? join(BENCH_SRC, 'run.ts') : await transpileBench();
+  const entry = fromSource ? join(BENCH_SRC, 'run.ts') : buildBench();
   return (await import(pathToFileURL(entry).href)) as BenchModule;
 }
 
-function tsFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+/** Newest modification time of the .ts files under dir (results/ left out). */
+function newestTs(dir: string): number {
+  return Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => {
     const p = join(dir, e.name);
-    if (e.isDirectory()) return e.name === 'results' ? [] : tsFiles(p);
-    return e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [p] : [];
-  });
+    if (e.isDirectory()) return e.name === 'results' ? 0 : newestTs(p);
+    return e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0;
+  }));
 }
 
 /**
- * Transpiles bench/**.ts to build/bench-js (types are checked by `npm run typecheck`, not here);
- * relative imports that land in src/ are redirected to the same module in dist/.
+ * dist/bench/run.js, rebuilt with `tsc -p tsconfig.bench.json` (typechecked) when missing or
+ * older than a bench source or than dist/ itself (the bench is compiled against dist's types).
  */
-async function transpileBench(): Promise<string> {
-  let ts: typeof import('typescript');
-  try {
-    ts = (await import('typescript')).default;
-  } catch {
-    throw new Error('the bench needs TypeScript (a development install: npm ci)');
+function buildBench(): string {
+  const entry = join(BENCH_DIST, 'run.js');
+  const lib = join(PACKAGE_ROOT, 'dist', 'gpu', 'runtime.js');
+  const built = existsSync(entry) ? statSync(entry).mtimeMs : 0;
+  const stale = built < newestTs(BENCH_SRC) || (existsSync(lib) && built < statSync(lib).mtimeMs);
+  if (!stale) return entry;
+  const tsc = join(PACKAGE_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  if (!existsSync(tsc)) {
+    if (built) return entry;
+    throw new Error('the bench is not built (dist/bench/) and TypeScript is missing: npm ci, ' +
+      'then npm run build');
   }
-  const srcRoot = join(PACKAGE_ROOT, 'src') + sep;
-  const distRoot = join(PACKAGE_ROOT, 'dist');
-  for (const file of tsFiles(BENCH_SRC)) {
-    const rel = relative(BENCH_SRC, file);
-    const outFile = join(BENCH_OUT, rel.replace(/\.ts$/, '.js'));
-    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
-      fileName: file,
-      compilerOptions: {
-        module: ts.ModuleKind.ES2022,
-        target: ts.ScriptTarget.ES2022,
-        verbatimModuleSyntax: false,
-      },
-    });
-    const fixed = outputText.replace(
-      /((?:from|import)\s*\(?\s*)(['"])(\.{1,2}\/[^'"]+)\2/g,
-      (_m, lead: string, q: string, spec: string) => {
-        const target = resolve(dirname(file), spec);
-        if (!target.startsWith(srcRoot)) return `${lead}${q}${spec}${q}`;
-        let r = relative(dirname(outFile), join(distRoot, target.slice(srcRoot.length)));
-        r = r.split(sep).join('/');
-        if (!r.startsWith('.')) r = `./${r}`;
-        return `${lead}${q}${r}${q}`;
-      },
-    );
-    mkdirSync(dirname(outFile), { recursive: true });
-    writeFileSync(outFile, fixed);
+  console.error('bench: building dist/bench/ (tsc -p tsconfig.bench.json)');
+  const r = spawnSync(process.execPath, [tsc, '-p', join(PACKAGE_ROOT, 'tsconfig.bench.json')],
+    { cwd: PACKAGE_ROOT, encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw new Error(`building the bench failed (tsc -p tsconfig.bench.json):\n${r.stdout}${r.stderr}`);
   }
-  return join(BENCH_OUT, 'run.js');
+  return entry;
 }
