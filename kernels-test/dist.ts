@@ -3,21 +3,13 @@
  * a source file is newer than it, so a test never runs yesterday's code.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { expect } from 'vitest';
+import { newestMtime } from '../src/io/mtime.js';
 
 export const REPO = resolve(import.meta.dirname, '..');
 export const BIN = join(REPO, 'bin', 'sam2-lora.js');
-
-function newestMtime(path: string): number {
-  let t = 0;
-  for (const e of readdirSync(path, { withFileTypes: true })) {
-    const p = join(path, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 /** Builds dist/ when `built` (a file under dist/) is missing or older than any file in src/. */
 export function ensureBuilt(label: string, built: string): void {

@@ -5,7 +5,7 @@
  * keeps a screenshot in test-results/. Skips, saying why, where /usr/bin/chromium (or
  * $SAM2_LORA_CHROMIUM) is absent.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -18,17 +18,10 @@ import { type NumberFormat, formatValue, valueAt } from '../src/report/html.js';
 import { writeRunReport } from '../src/report/index.js';
 import { train } from '../src/train/trainer.js';
 import { modelFromAdapter } from '../src/adapter/adapter.js';
+import { BASE_ARGS, CHROMIUM, HAVE_CHROMIUM, skipReason } from './chromium.js';
 import { nanoTrainOptions } from './nano-run.js';
 
-/** Debian's chromium; another system browser through SAM2_LORA_CHROMIUM. */
-const CHROMIUM = process.env.SAM2_LORA_CHROMIUM ?? '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP = HAVE_CHROMIUM ? '' : ` [skipped: ${CHROMIUM} not found; apt-get install chromium or set SAM2_LORA_CHROMIUM]`;
-if (!HAVE_CHROMIUM) console.warn(`report-browser:${SKIP}`);
-
-/** Flags for a root user in a container, offline, with a fresh profile. */
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const SKIP = skipReason('report-browser');
 
 const TEST_IMAGES = 5;
 let dir: string;
@@ -65,7 +58,7 @@ describe('HTML report in Chromium', () => {
 
     // A new empty profile (playwright passes it as --user-data-dir).
     const browser = await chromium.launchPersistentContext(mkdtempSync(join(dir, 'profile-')), {
-      executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1200, height: 900 } });
+      executablePath: CHROMIUM, headless: true, args: BASE_ARGS, viewport: { width: 1200, height: 900 } });
     try {
       const page = await browser.newPage();
       const problems: string[] = [];

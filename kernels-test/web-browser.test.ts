@@ -7,7 +7,7 @@
  * message. Skips, saying why, where /usr/bin/chromium (or $SAM2_LORA_CHROMIUM) is absent.
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,18 +25,10 @@ import { train } from '../src/train/trainer.js';
 import { parseManifest } from '../src/web/manifest.js';
 import { type SiteServer, serveSite } from '../src/web/serve.js';
 import { BIN, REPO, ensureBuilt } from './dist.js';
+import { BASE_ARGS, CHROMIUM, HAVE_CHROMIUM, WEBGPU_ARGS, skipReason } from './chromium.js';
 import { nanoTrainOptions } from './nano-run.js';
 
-const CHROMIUM = process.env.SAM2_LORA_CHROMIUM ?? '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP = HAVE_CHROMIUM ? '' : ` [skipped: ${CHROMIUM} not found; apt-get install chromium or set SAM2_LORA_CHROMIUM]`;
-if (!HAVE_CHROMIUM) console.warn(`web-browser:${SKIP}`);
-
-/** Headless Chromium as root in a container, offline, WebGPU on SwiftShader (Vulkan on the CPU). */
-const BASE_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const WEBGPU_ARGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
-  '--use-webgpu-adapter=swiftshader'];
+const SKIP = skipReason('web-browser');
 
 /**
  * Largest |browser - Node| probability allowed (the issue's target: 1e-4). Both run the same

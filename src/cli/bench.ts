@@ -5,10 +5,11 @@
  * copy of the runtime. Under a TypeScript runner (vitest) this imports bench/run.ts directly.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PACKAGE_ROOT } from '../gpu/dawn.js';
+import { newestMtime } from '../io/mtime.js';
 
 export interface BenchCliOptions {
   /** Short run (256 px batch 1, a subset of kernels, end to end at 32 px, few repetitions). */
@@ -65,11 +66,7 @@ async function loadBench(): Promise<BenchModule> {
 
 /** Newest modification time of the .ts files under dir (results/ left out). */
 function newestTs(dir: string): number {
-  return Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) return e.name === 'results' ? 0 : newestTs(p);
-    return e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0;
-  }));
+  return newestMtime(dir, (name, isDir) => (isDir ? name !== 'results' : name.endsWith('.ts')));
 }
 
 /**

@@ -3,29 +3,21 @@
  * `npm run build` and shipped in the package. In a source checkout it is rebuilt here when any
  * file under src/ or shaders/ is newer; an installed package (no src/) uses its prebuilt one.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PACKAGE_ROOT } from '../gpu/package-root.js';
+import { newestMtime } from '../io/mtime.js';
 
 export const BUNDLE = join(PACKAGE_ROOT, 'dist', 'web', 'app.js');
 const BUILD_SCRIPT = join(PACKAGE_ROOT, 'scripts', 'build-web.mjs');
-
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
 
 /** True when the bundle is missing or older than the sources it is built from (a checkout). */
 export function bundleStale(): boolean {
   if (!existsSync(BUNDLE)) return true;
   const src = join(PACKAGE_ROOT, 'src');
   if (!existsSync(src)) return false;
-  return Math.max(newest(src), newest(join(PACKAGE_ROOT, 'shaders'))) > statSync(BUNDLE).mtimeMs;
+  return Math.max(newestMtime(src), newestMtime(join(PACKAGE_ROOT, 'shaders'))) > statSync(BUNDLE).mtimeMs;
 }
 
 /** The bundle's path, (re)built first when stale and esbuild is installed. */
