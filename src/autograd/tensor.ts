@@ -30,6 +30,8 @@ export function shapeStr(shape: Shape): string {
 
 class Storage {
   refs = 1;
+  /** Elements to zero before the buffer's next use (Tensor.zero defers its fill); 0: none. */
+  zeroPending = 0;
   constructor(
     readonly gpu: Gpu,
     public buffer: GPUBuffer | null,
@@ -86,11 +88,72 @@ export class Tensor {
   }
 
   get buffer(): GPUBuffer {
-    const b = this.storage.buffer;
+    const s = this.storage;
+    const b = s.buffer;
     if (!b || this.released) {
       throw new Error(`tensor ${this.name ?? shapeStr(this.shape)} was used after release`);
     }
+    if (s.zeroPending > 0) {
+      // A deferred zero() lands before whatever the caller records with the buffer.
+      fill(s.gpu, b, s.zeroPending, 0);
+      s.zeroPending = 0;
+    }
     return b;
+  }
+
+  /**
+   * Sets every value to 0. The fill is deferred to the buffer's next use (any view's), so a leaf
+   * gradient that the next backward overwrites whole costs no dispatch (Engine.accumulateLeaf).
+   */
+  zero(): void {
+    if (!this.storage.buffer || this.released) {
+      throw new Error(`tensor ${this.name ?? shapeStr(this.shape)} was used after release`);
+    }
+    this.storage.zeroPending = Math.max(this.storage.zeroPending, this.size);
+  }
+
+  /** True while a zero() is deferred: the values are 0 but the buffer was not written yet. */
+  get isZeroPending(): boolean {
+    return this.storage.zeroPending > 0;
+  }
+
+  /**
+   * True when this handle is the only owner of its storage (one reference, no view): a write
+   * through it, or handing the storage to another tensor, is seen by nobody else.
+   */
+  get isExclusive(): boolean {
+    return !this.released && this.refs === 1 && this.storage.refs === 1;
+  }
+
+  /** True when another tensor (a view) shares this storage. */
+  get sharesStorage(): boolean {
+    return this.storage.refs > 1;
+  }
+
+  /**
+   * Overwrite-only access: the buffer without materialising a deferred zero, for a caller that
+   * writes every element next (a copy into a zeroed gradient).
+   */
+  bufferForOverwrite(): GPUBuffer {
+    this.storage.zeroPending = 0;
+    return this.buffer;
+  }
+
+  /**
+   * Engine-internal: this tensor (e.g. a parameter's .grad, so holders keep the same object)
+   * takes `src`'s storage in place of its own, like an in-place overwrite. No view may share this
+   * storage, src must be exclusive (isExclusive), dtypes and sizes equal; src keeps its reference
+   * to the storage until it is released.
+   */
+  adoptStorage(src: Tensor): void {
+    if (this.released || this.storage.refs !== 1 || !src.isExclusive ||
+        src.dtype !== this.dtype || src.size !== this.size) {
+      throw new Error(`adoptStorage: ${this.name ?? shapeStr(this.shape)} cannot take over ` +
+        `${src.dtype} ${shapeStr(src.shape)}`);
+    }
+    src.storage.retain();
+    this.storage.release();
+    this.storage = src.storage;
   }
 
   get isReleased(): boolean {
@@ -392,10 +455,16 @@ export class Engine {
       }
       const prev = grads.get(inp);
       if (!prev) {
+        // The first gradient is taken over as is (no copy); it may be shared, see below.
         grads.set(inp, gi.retain());
         return;
       }
-      // Sum into a fresh tensor: prev may share storage with another gradient or a saved value.
+      if (prev.isExclusive) {
+        // Only the map holds prev and no view shares its storage: accumulate in place.
+        axpy(this.gpu, gi.buffer, prev.buffer, prev.size);
+        return;
+      }
+      // Sum into a fresh tensor: prev shares storage with another gradient or a saved value.
       const sum = this.empty(inp.shape, undefined, inp.dtype);
       addKernelCall(this.gpu, prev.buffer, gi.buffer, sum.buffer, sum.size);
       prev.release();
@@ -405,17 +474,42 @@ export class Engine {
     for (const t of returned) if (created.includes(t)) t.release();
   }
 
+  /**
+   * Adds g (held by the caller, released after) into t.grad, always f32. The first gradient
+   * since the last zero (or ever) is not added to zeros: g's storage is taken over when nothing
+   * else can see it (g exclusive, f32), else copied (or cast from f16) in one command. Later
+   * ones (another backward, the next micro-batch) accumulate with axpy.
+   */
   private accumulateLeaf(t: Tensor, g: Tensor): void {
-    if (!t.grad) {
-      t.grad = this.zeros(t.shape);
-      t.grad.isParameter = true;
+    const cur = t.grad;
+    if (cur && !cur.isZeroPending) {
+      axpy(this.gpu, g.buffer, cur.buffer, t.size);
+      return;
     }
-    axpy(this.gpu, g.buffer, t.grad.buffer, t.size);
+    const own = g.dtype === 'f32' && g.isExclusive;
+    if (!cur) {
+      // A view keeps t's shape; g's release by the caller leaves the view the storage's owner.
+      const grad = own ? g.view(t.shape) : this.empty(t.shape);
+      if (!own) this.overwrite(g, grad);
+      grad.isParameter = true;
+      t.grad = grad;
+    } else if (own && !cur.sharesStorage) {
+      cur.adoptStorage(g);
+    } else {
+      this.overwrite(g, cur);
+    }
   }
 
-  /** Sets every leaf gradient of `params` to zero (keeps the buffers). */
+  /** dst = g (dst f32, every element written): a buffer copy, or a cast from f16. */
+  private overwrite(g: Tensor, dst: Tensor): void {
+    const out = dst.bufferForOverwrite();
+    if (g.dtype === dst.dtype) this.gpu.copy(g.buffer, 0, out, 0, storageBytes(g.size, g.dtype));
+    else castKernel(this.gpu, g.buffer, out, g.size);
+  }
+
+  /** Sets every leaf gradient of `params` to zero (keeps the buffers; the fill is deferred). */
   zeroGrad(params: Iterable<Tensor>): void {
-    for (const p of params) if (p.grad) fill(this.gpu, p.grad.buffer, p.size, 0);
+    for (const p of params) p.grad?.zero();
   }
 
   /** Drops the tape without backward (e.g. after an evaluation under grad mode). */

@@ -14,7 +14,6 @@
 import type { Tensor } from '../autograd/tensor.js';
 import { availableAdapters, type AdapterChoice, type Backend } from '../gpu/dawn.js';
 import type { Gpu } from '../gpu/runtime.js';
-import { fill } from '../kernels/elementwise.js';
 
 /** A model replica's trainable tensors, in the optimizer's order (the same on every replica). */
 export interface ReplicaParams {
@@ -92,7 +91,7 @@ export async function allReduceGradients(replicas: readonly ReplicaParams[]): Pr
   }
   writePacked(first.gpu, grads0, Float32Array.from(sum));
   for (const r of rest) {
-    for (const [, p] of r.params) if (p.grad) fill(r.gpu, p.grad.buffer, p.size, 0);
+    for (const [, p] of r.params) p.grad?.zero(); // deferred: costs nothing until read
   }
 }
 
