@@ -133,8 +133,9 @@ describe('every kill position of a sequence of saves (run folder, no GPU)', () =
 const ARGS = ['--model', 'nano', '--head', 'fpn', '--size', '32', '--batch', '2', '--epochs', '2',
   '--lr', '2e-3', '--head-lr', '1e-2', '--no-eval'];
 
+/** The CLI's run as library options: `auto` precision, as the CLI without --precision (f16 here). */
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
-  return nanoTrainOptions(data, out, { size: 32, epochs: 2, augment: true, ...over }, { seed: 0 });
+  return nanoTrainOptions(data, out, { size: 32, epochs: 2, augment: true, precision: 'auto', ...over }, { seed: 0 });
 }
 
 describe('training runs of the CLI killed inside a save', () => {

@@ -16,6 +16,7 @@ import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { loadAdapterTensors, loadBaseWeights } from '../model/load.js';
 import { candidates, findCheckpoint } from './manifest.js';
 import { Segmenter, type SegmenterConfig } from '../model/segmenter.js';
+import { type Precision, resolvePrecision } from '../model/precision.js';
 
 /** A user-facing problem with an adapter file (the CLI prints the message alone). */
 export class AdapterError extends Error {}
@@ -98,6 +99,8 @@ export interface LoadedModel {
   model: Segmenter;
   config: AdapterConfig;
   engine: Engine;
+  /** The encoder's precision, and why it was chosen. */
+  precision: { precision: Precision; reason: string };
 }
 
 /**
@@ -150,11 +153,14 @@ export function checkFinite(tensors: StateDict, file: string): void {
  */
 export async function modelFromAdapter(
   adapterPath: string,
-  opts: { checkpoint?: string; adapter?: AdapterChoice },
+  opts: { checkpoint?: string; adapter?: AdapterChoice; precision?: Precision | 'auto' },
 ): Promise<LoadedModel> {
   const { tensors, config, file } = await loadAdapter(adapterPath);
   checkFinite(tensors, file);
-  const engine = new Engine(await getGpu(opts.adapter));
+  const gpu = await getGpu(opts.adapter);
+  // Before any weight is read: a forced f16 on an adapter without shader-f16 fails at once.
+  const precision = resolvePrecision(opts.precision, [gpu]);
+  const engine = new Engine(gpu);
   const model = new Segmenter(engine, config.segmenter);
   const base = opts.checkpoint ?? config.baseCheckpoint;
   if (base) await loadBaseWeights(model, base);
@@ -163,6 +169,7 @@ export async function modelFromAdapter(
       'the model is rebuilt from the same seed');
   }
   loadAdapterTensors(model, tensors, adapterPath);
+  if (precision.precision === 'f16') model.setPrecision('f16', false);
   model.train(false);
-  return { model, config, engine };
+  return { model, config, engine, precision };
 }

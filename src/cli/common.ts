@@ -1,6 +1,7 @@
 /** Helpers shared by CLI commands: option parsing and checks of option values. */
 import type { AdapterChoice } from '../gpu/dawn.js';
 import { encoderConfig, widestActivationBytes } from '../model/config.js';
+import { PRECISIONS, type Precision } from '../model/precision.js';
 
 export class UsageError extends Error {}
 
@@ -11,6 +12,15 @@ export interface GpuCliOptions {
   /** Forced WebGPU backend; env SAM2_LORA_BACKEND. */
   backend?: string;
 }
+
+/** `--precision` as given (f16 | f32; commander checks the choice), else `auto`. */
+export const precisionChoice = (o: { precision?: string }): Precision | 'auto' => {
+  if (o.precision === undefined) return 'auto';
+  if (!(PRECISIONS as readonly string[]).includes(o.precision)) {
+    throw new UsageError(`--precision must be one of ${PRECISIONS.join(', ')}, got ${o.precision}`);
+  }
+  return o.precision as Precision;
+};
 
 /** `--gpu` / `--backend` as the runtime's adapter choice (the env fills what is absent). */
 export const gpuChoice = (o: GpuCliOptions): AdapterChoice =>

@@ -12,6 +12,8 @@ export const MODEL_SIZES = ['tiny', 'small', 'base_plus', 'large', 'nano'] as co
 export const TRAIN_MODES = ['head', 'lora', 'full'] as const;
 export const HEAD_KINDS = ['stride16', 'fpn'] as const;
 export const LOSSES = ['dice', 'bce', 'bce+dice'] as const;
+/** `--precision`: f16 mixed precision or f32; absent, f16 where the adapter offers shader-f16. */
+export const PRECISIONS = ['f16', 'f32'] as const;
 
 /** Split names shared by `train` and `eval` (`--train-split`, `--val-split`, `--test-split`). */
 export const SPLITS = { train: 'train', val: 'val', test: 'test' } as const;

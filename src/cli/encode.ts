@@ -10,8 +10,9 @@ import { closeGpu, getGpu } from '../gpu/runtime.js';
 import { encoderConfig } from '../model/config.js';
 import { ImageEncoder } from '../model/encoder.js';
 import { readEncoderWeights } from '../model/load.js';
+import { resolvePrecision } from '../model/precision.js';
 import { Rng } from '../util/random.js';
-import { type GpuCliOptions, UsageError, gpuChoice, int } from './common.js';
+import { type GpuCliOptions, UsageError, gpuChoice, int, precisionChoice } from './common.js';
 import { ENCODE_DEFAULTS } from './defaults.js';
 import { wroteLine } from './output.js';
 
@@ -35,6 +36,8 @@ export async function encodeCommand(o: GpuCliOptions & {
   image?: string;
   inputTensor?: string;
   out: string;
+  /** f16 | f32 (absent: f32). */
+  precision?: string;
 }): Promise<void> {
   const size = int('size', o.size ?? ENCODE_DEFAULTS.size);
   if (size % 32 !== 0) throw new UsageError(`--size must be a multiple of 32, got ${size}`);
@@ -53,11 +56,17 @@ export async function encodeCommand(o: GpuCliOptions & {
   } else {
     throw new UsageError('give --image IMG or --input-tensor FILE');
   }
-  const engine = new Engine(await getGpu(gpuChoice(o)));
+  const gpu = await getGpu(gpuChoice(o));
+  // f32 unless asked: encode is the fidelity check against SAM2's own features.
+  const { precision, reason } = resolvePrecision(o.precision ? precisionChoice(o) : 'f32', [gpu]);
+  const engine = new Engine(gpu);
   const enc = new ImageEncoder(engine, cfg, new Rng(0));
   if (o.checkpoint) enc.loadStateDict(await readEncoderWeights(o.checkpoint), { source: o.checkpoint });
   else console.warn('no --checkpoint: random weights');
   enc.requiresGrad(false);
+  // f16: every weight stored as f16, activations f16; the tensors written are f32 either way.
+  if (precision === 'f16') enc.setPrecision('f16', 'all-but-lora');
+  console.log(`precision: ${precision} (${reason})`);
   const nhwc = nchwToNhwc(nchw, 3, size, size);
   const outTensors: StateDict = new Map([['input', { shape: [1, 3, size, size], data: nchw }]]);
   await engine.scopeAsync(async () => {

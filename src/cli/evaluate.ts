@@ -6,7 +6,7 @@ import { closeGpu } from '../gpu/runtime.js';
 import { formatTable, metricsJson, type SegMetrics } from '../train/metrics.js';
 import { evaluateAt } from '../train/evaluate.js';
 import * as report from '../report/index.js';
-import { type GpuCliOptions, UsageError, gpuChoice, int } from './common.js';
+import { type GpuCliOptions, UsageError, gpuChoice, int, precisionChoice } from './common.js';
 import { EVAL_DEFAULTS, SPLITS } from './defaults.js';
 import { humanLog, writeJsonTarget, wroteLine } from './output.js';
 import { modelFromAdapter } from '../adapter/adapter.js';
@@ -30,6 +30,8 @@ export interface EvalCliOptions extends GpuCliOptions {
   nativeRes?: boolean;
   /** Gallery cap of the report (worst images first). */
   gallery?: string;
+  /** f16 | f32 (absent: f16 where the adapter offers shader-f16). */
+  precision?: string;
 }
 
 /** `--split` is an alias of `--test-split` (train's name for it): one split, given once. */
@@ -43,6 +45,7 @@ export function evalSplit(o: Pick<EvalCliOptions, 'testSplit' | 'split'>): strin
 
 export async function evalCommand(o: EvalCliOptions): Promise<void> {
   if (!o.adapter?.length) throw new UsageError('give at least one --adapter DIR');
+  precisionChoice(o);
   o = { ...o, testSplit: evalSplit(o) };
   const log = humanLog(o.json);
   const all = o.images || o.masks
@@ -66,6 +69,7 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
     const { model, config } = await modelFromAdapter(path, {
       checkpoint: o.checkpoint,
       adapter: gpuChoice(o),
+      precision: precisionChoice(o),
     });
     // At 0.5 (the reference recipe) and at the threshold chosen on the validation split.
     const thresholds = [...new Set([0.5, config.threshold])];
@@ -100,6 +104,7 @@ async function reportEval(o: EvalCliOptions, samples: Sample[]): Promise<void> {
       open: () => modelFromAdapter(path, {
         checkpoint: o.checkpoint,
         adapter: gpuChoice(o),
+        precision: precisionChoice(o),
       }),
     })),
     samples,

@@ -1,5 +1,6 @@
 /** `sam2-lora info`: which adapter Dawn gives us and what it can do. */
 import { Gpu } from '../gpu/runtime.js';
+import { defaultPrecision } from '../model/precision.js';
 import { type GpuCliOptions, gpuChoice } from './common.js';
 import { jsonToStdout, writeJsonTarget, wroteLine } from './output.js';
 
@@ -18,7 +19,11 @@ export async function info(opts: GpuCliOptions & { json?: string }): Promise<voi
   const gpu = await Gpu.open(gpuChoice(opts));
   try {
     const i = gpu.info;
-    const written = opts.json ? await writeJsonTarget(opts.json, JSON.stringify(i, null, 2)) : null;
+    // What train / eval / predict / encode run at without --precision, and why.
+    const precision = defaultPrecision([gpu]);
+    const written = opts.json
+      ? await writeJsonTarget(opts.json, JSON.stringify({ ...i, precision }, null, 2))
+      : null;
     if (jsonToStdout(opts.json)) return;
     const log = console.log;
     const mib = (v: number) => `${(v / 2 ** 20).toFixed(0)} MiB`;
@@ -32,6 +37,7 @@ export async function info(opts: GpuCliOptions & { json?: string }): Promise<voi
       );
     }
     log(`features      ${i.features.join(', ')}`);
+    log(`precision     ${precision.precision} by default: ${precision.reason}`);
     if (i.subgroupMinSize) log(`subgroups     ${i.subgroupMinSize}..${i.subgroupMaxSize}`);
     log('limits');
     for (const k of KEY_LIMITS) {

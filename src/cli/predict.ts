@@ -2,7 +2,7 @@
 import { closeGpu } from '../gpu/runtime.js';
 import { checkOutputFolder, listInputs, outputPaths, predictFiles } from '../predict/predict.js';
 import type { BadSample } from '../data/decode.js';
-import { type GpuCliOptions, gpuChoice, int, num } from './common.js';
+import { type GpuCliOptions, UsageError, gpuChoice, int, num, precisionChoice } from './common.js';
 import { wroteLine } from './output.js';
 import { adapterFile, modelFromAdapter } from '../adapter/adapter.js';
 
@@ -20,10 +20,16 @@ export interface PredictCliOptions extends GpuCliOptions {
   wait?: boolean;
   /** With --queue: attempts per photo. */
   attempts?: string;
+  /** f16 | f32 (absent: f16 where the adapter offers shader-f16). */
+  precision?: string;
 }
 
 export async function predictCommand(input: string, o: PredictCliOptions): Promise<void> {
-  if (o.queue) return (await import('./queue.js')).queuedPredictCommand(input, o);
+  if (o.queue) {
+    // Workers pick their own precision (the default of their adapter).
+    if (o.precision) throw new UsageError('--precision does not apply with --queue: each worker runs at its adapter\'s default');
+    return (await import('./queue.js')).queuedPredictCommand(input, o);
+  }
   const inputs = listInputs(input);
   // Before any work: outputs must never overwrite or mix with what we read.
   checkOutputFolder(o.out, input, inputs, [
@@ -33,6 +39,7 @@ export async function predictCommand(input: string, o: PredictCliOptions): Promi
   const { model, config } = await modelFromAdapter(o.adapter, {
     checkpoint: o.checkpoint,
     adapter: gpuChoice(o),
+    precision: precisionChoice(o),
   });
   if (!o.checkpoint && config.baseCheckpoint) {
     checkOutputFolder(o.out, input, inputs, [{ what: 'checkpoint', path: config.baseCheckpoint }]);

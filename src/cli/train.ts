@@ -14,6 +14,7 @@ import { openDataset } from '../data/dataset.js';
 import { writeSyntheticDataset } from '../data/synthetic.js';
 import { resolveCheckpoint } from '../io/download.js';
 import type { ModelSize } from '../model/config.js';
+import { PRECISIONS, type Precision } from '../model/precision.js';
 import type { HeadKind } from '../model/head.js';
 import { ALL_LORA_TARGETS, type LoraTarget, type TrainMode } from '../model/segmenter.js';
 import { predictFiles } from '../predict/predict.js';
@@ -70,6 +71,8 @@ export interface TrainCliOptions extends GpuCliOptions {
   eval: boolean;
   force?: boolean;
   maxBadSteps?: string;
+  /** f16 | f32; absent: f16 where the adapter offers shader-f16. */
+  precision?: string;
 }
 
 
@@ -87,7 +90,7 @@ const FLAG_OPTION: Record<string, string> = {
   accum: 'accum', microBatch: 'microBatch', loss: 'loss', loraR: 'segmenter.lora.r',
   loraAlpha: 'segmenter.lora.alpha', loraDropout: 'segmenter.lora.dropout',
   loraTargets: 'segmenter.lora.targets', seed: 'segmenter.seed', augment: 'augment',
-  skipBad: 'skipBad', valBatches: 'valBatches',
+  skipBad: 'skipBad', valBatches: 'valBatches', precision: 'precision',
 };
 
 const flagText = (attr: string) =>
@@ -213,6 +216,7 @@ export async function trainCommand(o: TrainCliOptions, given: readonly string[] 
     demo,
     valBatches: o.valBatches ? int('val-batches', o.valBatches) : undefined,
     adapter: gpuChoice(o),
+    precision: o.precision ? choice<Precision>('precision', o.precision, PRECISIONS) : 'auto',
   });
   if (result.signal) {
     // As a shell reports a process a signal ended: 128 + SIGINT (2) / SIGTERM (15).
@@ -234,6 +238,7 @@ export async function trainCommand(o: TrainCliOptions, given: readonly string[] 
     const { model, config } = await modelFromAdapter(best, {
       checkpoint: checkpoint ?? undefined,
       adapter: gpuChoice(o),
+      precision: result.precision,
     });
     const checked = await checkSamples(await openDataset({ root: dataRoot, split: testSplit }),
       { skipBad: o.skipBad });

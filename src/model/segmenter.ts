@@ -10,6 +10,7 @@ import { Rng } from '../util/random.js';
 import { type ModelSize, encoderConfig } from './config.js';
 import { ImageEncoder } from './encoder.js';
 import { type HeadKind, SegHead } from './head.js';
+import type { Precision } from './precision.js';
 
 export type TrainMode = 'head' | 'lora' | 'full';
 /** qkv, attention proj, MLP layers, stage-transition proj: every Linear of the trunk. */
@@ -76,6 +77,21 @@ export class Segmenter extends Module {
     }
     const { fpn } = this.image_encoder.forward(x, this.head.levels);
     return this.head.forward(fpn, size);
+  }
+
+  /** The encoder's precision (see precision.ts); head, LoRA and loss stay f32. */
+  get precision(): Precision {
+    return this.image_encoder.precision;
+  }
+
+  /**
+   * Runs the encoder in `precision`. f16 stores the encoder's Linear and Conv2d weights as f16:
+   * those this mode does not train (`training`), or all of them (inference); LoRA A/B, layer
+   * norms, position embeddings and the head stay f32. Call after all weights are loaded (base
+   * checkpoint, then adapter).
+   */
+  setPrecision(precision: Precision, training: boolean): void {
+    this.image_encoder.setPrecision(precision, training ? 'frozen' : 'all-but-lora');
   }
 
   /** Names of the parameters an adapter file holds: what this mode trains. */

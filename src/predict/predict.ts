@@ -4,9 +4,11 @@ import { basename, dirname, extname, join, relative, resolve, isAbsolute } from 
 import { IMAGE_EXTENSIONS } from '../data/dataset.js';
 import { type BadSample, SampleError } from '../data/decode.js';
 import { fileError } from '../io/fs-errors.js';
-import { sigmoid } from '../ops/activation.js';
 import type { Segmenter } from '../model/segmenter.js';
 import { predictPhoto, writeMaskPng, writeOverlayPng, writeProbPng } from './images.js';
+import { type PhotoProb, segmenterTile } from './segment.js';
+
+export type { PhotoProb } from './segment.js';
 
 export interface PredictOptions {
   size: number;
@@ -140,31 +142,15 @@ export function outputPaths(base: string): { mask: string; prob: string; overlay
   return { mask: `${base}.mask.png`, prob: `${base}.prob.png`, overlay: `${base}.overlay.png` };
 }
 
-export interface PhotoProb {
-  prob: Float32Array;
-  width: number;
-  height: number;
-  tiles: number;
-}
-
 /** One photo's probability map at its own resolution (tiled, stitched); SampleError if unreadable. */
 export async function predictProb(
   model: Segmenter,
   input: string,
   opts: Pick<PredictOptions, 'size' | 'tile' | 'overlap'>,
 ): Promise<PhotoProb> {
-  const engine = model.engine;
   model.train(false);
-  return predictPhoto(
-    input,
-    { size: opts.size, tile: opts.tile, overlap: opts.overlap },
-    async (tileInput) =>
-      engine.scopeAsync(async () => {
-        const x = engine.fromArray(tileInput, [1, opts.size, opts.size, 3]);
-        const p = engine.noGrad(() => sigmoid(model.forward(x)));
-        return { prob: await p.toArray(), width: opts.size, height: opts.size };
-      }),
-  );
+  return predictPhoto(input, { size: opts.size, tile: opts.tile, overlap: opts.overlap },
+    segmenterTile(model, opts.size));
 }
 
 /**

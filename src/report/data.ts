@@ -17,6 +17,9 @@ export interface AdapterInfo {
   /** Training mode (head / lora / full) and model size, when known. */
   mode?: string;
   model?: string;
+  /** Precision the adapter was evaluated at (f16 / f32), and the one its run trained at. */
+  precision?: string;
+  trainedPrecision?: string;
   /** Model input side: model-resolution metrics are at size x size. */
   size: number;
   /** Threshold chosen on the validation split (0.5 when none). */

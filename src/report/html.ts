@@ -184,6 +184,8 @@ export function renderHtml(doc: ReportJson): string {
   const adapters = doc.adapters.map((a, i) =>
     `<li>${swatch(i)}<b>${esc(a.name)}</b>${a.path && a.path !== a.name ? ` <code>${esc(a.path)}</code>` : ''}` +
     `${a.mode ? `, ${esc(a.mode)}` : ''}${a.model ? `, ${esc(a.model)}` : ''}, input ${a.size} px, ` +
+    `${a.trainedPrecision ? `trained in ${esc(a.trainedPrecision)}, ` : ''}` +
+    `${a.precision ? `evaluated in ${esc(a.precision)}, ` : ''}` +
     `validation threshold ${num(doc, `adapters.${i}.valThreshold`, 'thr')}</li>`).join('');
   const hasNative = doc.tables.some((t) => t.resolution === 'native');
   return `<!doctype html>

@@ -64,18 +64,21 @@ export async function evaluateForReport(
     });
     galleryIds ??= new Set([...collected.images].sort(worstFirst(at)).slice(0, cap).map((r) => r.id));
     const run = src.path ? runDirOf(src.path) : null;
+    const curves = run ? readTrainingCurves(run) : null;
     out.push({
       info: {
         name: src.name,
         path: src.path,
         mode: config.segmenter.mode,
         model: config.segmenter.model,
+        precision: model.precision,
+        ...(curves?.precision ? { trainedPrecision: curves.precision } : {}),
         size: config.size,
         valThreshold: config.threshold,
       },
       thresholds,
       collected,
-      training: run ? readTrainingCurves(run) : null,
+      training: curves,
     });
   }
   return out;

@@ -9,6 +9,8 @@ export interface TrainingCurves {
   loss: [number, number][];
   /** [step, validation Dice at 0.5], one per epoch with a validation. */
   valDice: [number, number][];
+  /** The precision the run trained at (its log's start record; f32 for runs before --precision). */
+  precision?: string;
 }
 
 /** Last value per step wins (a resumed run logs again the steps after its last checkpoint). */
@@ -25,6 +27,7 @@ export function readTrainingCurves(runDir: string): TrainingCurves | null {
   if (existsSync(log)) {
     const loss: [number, number][] = [];
     const dice: [number, number][] = [];
+    let precision: string | undefined;
     readFileSync(log, 'utf8').split('\n').forEach((line, i) => {
       if (!line.trim()) return;
       let r;
@@ -35,10 +38,11 @@ export function readTrainingCurves(runDir: string): TrainingCurves | null {
         if (i === 0) throw new Error(`${log}: line 1 is not JSON`);
         return;
       }
+      if (r.type === 'start' || r.type === 'resume') precision = r.run?.options?.precision ?? 'f32';
       if (r.type === 'step') loss.push([r.step, r.loss]);
       else if (r.type === 'epoch' && r.val && typeof r.val.dice === 'number') dice.push([r.step, r.val.dice]);
     });
-    return { source: log, loss: byStep(loss), valDice: byStep(dice) };
+    return { source: log, loss: byStep(loss), valDice: byStep(dice), ...(precision ? { precision } : {}) };
   }
   if (existsSync(hist)) {
     let h;

@@ -23,6 +23,7 @@ import {
 } from '../adapter/manifest.js';
 import { failpoint } from './failpoint.js';
 import type { AdamWStateDict } from './optim.js';
+import type { LossScaleState } from './loss-scale.js';
 import { fsyncPath } from '../io/atomic.js';
 
 export interface TrainerState {
@@ -36,6 +37,8 @@ export interface TrainerState {
   optimizer: Omit<AdamWStateDict, 'm' | 'v'>;
   /** The run's training options, restored on resume so it continues exactly. */
   options?: Record<string, unknown>;
+  /** Dynamic loss scaling's scale and growth tracker (runs with loss scaling). */
+  lossScale?: LossScaleState;
 }
 
 export interface CheckpointData {

@@ -179,7 +179,7 @@ export class AdamW {
         param.grad.dispose();
         param.grad = null;
       } else {
-        fill(this.gpu, param.grad.buffer, param.size, 0);
+        param.grad.zero(); // deferred: the next backward's first gradient overwrites it
       }
     }
   }

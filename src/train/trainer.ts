@@ -21,10 +21,12 @@ import { add } from '../ops/add.js';
 import { scale } from '../ops/elementwise.js';
 import { bceWithLogits, diceLoss } from '../ops/loss.js';
 import { Rng } from '../util/random.js';
+import { type Precision, PrecisionError, resolvePrecision } from '../model/precision.js';
 import { type CheckpointData, type TrainerState, loadResumeState } from './checkpoint.js';
 import { evaluate, microBatchSize, slice } from './evaluate.js';
 import type { SegMetrics } from './metrics.js';
 import { AdamW, clipGradNorm } from './optim.js';
+import { type LossScaleOptions, LossScaler, unscaleGrads } from './loss-scale.js';
 import {
   type ReplicaParams, allReduceGradients, broadcastParameters, resolveDevices, shardRanges,
 } from './data-parallel.js';
@@ -92,6 +94,17 @@ export interface TrainOptions {
   demo?: boolean;
   adapter?: AdapterChoice;
   /**
+   * f32, or f16 mixed precision (f16 frozen encoder weights and activations, f32 head, LoRA,
+   * loss and optimizer; see model/precision.ts); `auto`: f16 where every device offers
+   * shader-f16. Absent: f32. Recorded with the run's options: a resumed run keeps it.
+   */
+  precision?: Precision | 'auto';
+  /**
+   * Dynamic loss scaling (loss-scale.ts, as torch's GradScaler). Absent: on in f16, off in
+   * f32; `false`: off; `true` or options: on.
+   */
+  lossScale?: boolean | LossScaleOptions;
+  /**
    * Data parallel: one model replica per device (see data-parallel.ts): the devices, or the
    * CLI's `--gpus` spec (`all`, a count, `0,1`) resolved against `adapter`. Absent or one device:
    * `adapter` alone. Not saved: a resumed run may use other devices.
@@ -118,6 +131,8 @@ export interface TrainResult {
   skippedSteps: number;
   /** Samples dropped by --skip-bad (with the file and the reason). */
   badSamples: BadSample[];
+  /** The precision the run trained at (a resumed run keeps its own). */
+  precision: Precision;
 }
 
 export class TrainingError extends Error {}
@@ -125,7 +140,7 @@ export class TrainingError extends Error {}
 /** What a resumed run takes from the run it continues. */
 const RESUMED_OPTIONS = [
   'data', 'size', 'batch', 'epochs', 'maxSteps', 'lr', 'headLr', 'weightDecay', 'warmup', 'clip',
-  'accum', 'loss', 'augment', 'skipBad', 'microBatch', 'valBatches',
+  'accum', 'loss', 'augment', 'skipBad', 'microBatch', 'valBatches', 'precision', 'lossScale',
 ] as const satisfies readonly (keyof TrainOptions)[];
 
 /** Options a resumed run may raise (extending it); lowering them is a conflict. */
@@ -273,6 +288,8 @@ function mergeResumed(opts: TrainOptions, run: RunOptions, say: (s: string) => v
   const runs: Record<string, unknown> = { ...run.options, segmenter: run.segmenter, checkpoint: run.checkpoint };
   const merged: Record<string, unknown> = { ...opts, segmenter: run.segmenter, checkpoint: run.checkpoint };
   if (saved) for (const k of RESUMED_OPTIONS) merged[k] = saved[k];
+  // Runs recorded before --precision existed trained in f32.
+  if (saved && saved.precision === undefined) runs.precision = merged.precision = 'f32';
   const conflicts: string[] = [];
   for (const [path, flag] of opts.explicit ?? []) {
     const mine = pathValue(opts, path);
@@ -391,12 +408,14 @@ async function setupModel(
   const cfg = opts.segmenter;
   const model = await prepareModel(engine, cfg, opts.checkpoint, say);
   if (resumed) loadAdapterTensors(model, resumed.adapter, resumed.dir);
+  // After every weight is loaded: f16 converts the frozen encoder weights in place.
+  if (opts.precision === 'f16') model.setPrecision('f16', true);
   model.train(true);
   const params = model.trainable();
   const head = params.filter(([n]) => n.startsWith('head.'));
   const enc = params.filter(([n]) => !n.startsWith('head.'));
   const nParams = params.reduce((a, [, t]) => a + t.size, 0);
-  say(`model: SAM2 ${cfg.model}, mode ${cfg.mode}, head ${cfg.head}, ` +
+  say(`model: SAM2 ${cfg.model}, mode ${cfg.mode}, head ${cfg.head}, ${model.precision}, ` +
     `${params.length} trainable tensors (${(nParams / 1e6).toFixed(3)} M parameters)`);
   const groups = [{ params: head.map(([, t]) => t), lr: opts.headLr, weightDecay: 0 }];
   if (enc.length) groups.push({ params: enc.map(([, t]) => t), lr: opts.lr, weightDecay: opts.weightDecay });
@@ -417,6 +436,7 @@ interface Replica extends ReplicaParams {
  */
 async function setupReplica(engine: Engine, opts: TrainOptions, first: Trainable): Promise<Replica> {
   const model = await prepareModel(engine, opts.segmenter, opts.checkpoint, () => undefined);
+  if (opts.precision === 'f16') model.setPrecision('f16', true);
   model.train(true);
   const byName = new Map(model.trainable());
   const params = first.params.map(([n]): [string, Tensor] => {
@@ -476,6 +496,8 @@ class Session {
   private readonly names: string[];
   /** Data-parallel replicas; the first is `t`'s model, which owns the optimizer. */
   private readonly replicas: readonly Replica[];
+  /** Dynamic loss scaling (f16 by default), or null: the loss goes to backward as it is. */
+  private readonly scaler: LossScaler | null;
 
   constructor(
     private readonly opts: TrainOptions,
@@ -506,6 +528,9 @@ class Session {
     }
     this.total = Math.min(opts.epochs * this.stepsPerEpoch, opts.maxSteps ?? Infinity);
     this.rng = new Rng(opts.segmenter.seed ^ 0x7a11ed);
+    const ls = opts.lossScale ?? opts.precision === 'f16';
+    this.scaler = ls ? new LossScaler(ls === true ? {} : ls) : null;
+    if (this.scaler) say(`dynamic loss scaling: initial scale ${this.scaler.scale}`);
     this.progress = new Progress('train', this.total);
   }
 
@@ -519,6 +544,7 @@ class Session {
     this.epochs.push(...s.epochs);
     this.rng.setState(s.rngState);
     this.loader.restore(s.loader);
+    if (this.scaler && s.lossScale) this.scaler.setState(s.lossScale, join(r.dir, 'trainer.json'));
     const sizes = this.t.params.map(([, p]) => p.size);
     const fits = (labels: string[]) =>
       labels.every((n, i) => r.moments.get(`m.${n}`)?.data.length === sizes[i]);
@@ -575,15 +601,17 @@ class Session {
           const part = slice(batch, p.start, p.count, opts.size);
           // Each micro-batch's mean loss weighs by its share of the batch (and of accumulation).
           const weight = part.count / batch.count / opts.accum;
+          // Loss scaling multiplies the loss (so every gradient) by the scale; unscaled later.
+          const factor = weight * (this.scaler?.scale ?? 1);
           rep.model.reseedDropout(p.rng);
           const loss = engine.scope(() => {
             const x = engine.fromArray(part.images, [part.count, opts.size, opts.size, 3]);
             const y = engine.fromArray(part.masks, [part.count, opts.size, opts.size, 1]);
             const l = lossFn(opts.loss, rep.model.forward(x), y);
-            return weight !== 1 ? scale(l, weight) : l;
+            return factor !== 1 ? scale(l, factor) : l;
           });
           engine.backward(loss);
-          value += ((await loss.toArray())[0] / weight) * (part.count / batch.count);
+          value += ((await loss.toArray())[0] / factor) * (part.count / batch.count);
           loss.release();
         }
         return value;
@@ -619,15 +647,35 @@ class Session {
     t.optim.paramGroups.forEach((g, i) => (g.lr = t.baseLrs[i] * factor));
     const loss = await this.forwardBackward();
     opts.afterBackward?.(this.step, t.params);
+    const { scaler } = this;
+    // Unscaled before the norm, clipping and the optimizer (GradScaler.unscale_).
+    if (scaler) unscaleGrads(t.params.map(([, p]) => p), scaler.scale);
     const normT = clipGradNorm(t.params.map(([, p]) => p), opts.clip > 0 ? opts.clip : F32_MAX);
     const gradNorm = (await normT.toArray())[0];
     normT.release();
+    const scaleNow = scaler?.scale;
+    if (scaler && Number.isFinite(loss) && !Number.isFinite(gradNorm) && !scaler.atFloor) {
+      // A gradient overflow under loss scaling: expected now and then (GradScaler skips the step
+      // and backs off); not a bad step unless the scale is already at its floor.
+      t.optim.zeroGrad();
+      this.skipped++;
+      scaler.update(false);
+      const what = `gradient overflow (norm ${gradNorm}) at loss scale ${scaleNow}`;
+      this.run.log({ type: 'skip', step: this.step + 1, loss, gradNorm, lr: this.lrs(), reason: what,
+        overflow: true, lossScale: scaleNow, nextLossScale: scaler.scale });
+      this.say(`step ${this.step + 1}: ${what}, skipped; loss scale now ${scaler.scale}`);
+      return 'skipped';
+    }
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
       t.optim.zeroGrad();
       this.skipped++;
       this.badInRow++;
-      const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}`;
-      this.run.log({ type: 'skip', step: this.step + 1, loss, gradNorm, lr: this.lrs(), reason: what });
+      // Non-finite gradients at the floor still back the tracker off (no growth after them).
+      if (scaler && !Number.isFinite(gradNorm)) scaler.update(false);
+      const what = !Number.isFinite(loss) ? `loss ${loss}` : `gradient norm ${gradNorm}` +
+        (scaler ? ` at the loss scale's floor ${scaleNow}` : '');
+      this.run.log({ type: 'skip', step: this.step + 1, loss, gradNorm, lr: this.lrs(), reason: what,
+        ...(scaler ? { lossScale: scaleNow } : {}) });
       this.say(`step ${this.step + 1}: ${what}, skipped (not applied)`);
       if (this.badInRow >= (opts.maxBadSteps ?? 3)) {
         await this.diverged(`${this.badInRow} steps in a row had a non-finite loss or gradient (the last: ${what})`);
@@ -636,6 +684,7 @@ class Session {
     }
     t.optim.step();
     t.optim.zeroGrad();
+    scaler?.update(true);
     const pNorm = await this.paramNorm();
     if (!Number.isFinite(pNorm)) {
       // The update is in GPU memory but is never saved: the run stops here.
@@ -649,8 +698,9 @@ class Session {
     this.history.push({ step: this.step, loss });
     const ips = this.imgs / Math.max((Date.now() - this.t0) / 1000, 1e-9);
     this.run.log({ type: 'step', step: this.step, loss, lr: this.lrs(), gradNorm, paramNorm: pNorm,
-      imagesPerSec: ips });
-    this.progress.update(this.step, { loss: this.lossEma, 'img/s': ips });
+      imagesPerSec: ips, ...(scaler ? { lossScale: scaleNow } : {}) });
+    this.progress.update(this.step, { loss: this.lossEma, 'img/s': ips,
+      ...(scaler ? { scale: scaler.scale } : {}) });
     return 'applied';
   }
 
@@ -739,6 +789,7 @@ class Session {
         epochs: this.epochs,
         optimizer: rest,
         options: runOptions(this.opts).options,
+        ...(this.scaler ? { lossScale: this.scaler.state() } : {}),
       },
     };
   }
@@ -764,21 +815,33 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
   try {
     const from = input.resume ? await openResume(input.resume, run, say) : null;
     const resumed = from?.state ?? null;
-    const opts = from ? mergeResumed(input, from.saved, say) : input;
-    // Recorded first: a run killed before its first checkpoint restarts from these.
-    run.log({ type: resumed ? 'resume' : 'start', demo: opts.demo, run: runOptions(opts) });
-    let devices: (AdapterChoice | undefined)[] = [opts.adapter];
-    if (typeof opts.gpus === 'string') {
-      const r = await resolveDevices(opts.gpus, opts.adapter);
+    const merged = from ? mergeResumed(input, from.saved, say) : input;
+    let devices: (AdapterChoice | undefined)[] = [merged.adapter];
+    if (typeof merged.gpus === 'string') {
+      const r = await resolveDevices(merged.gpus, merged.adapter);
       devices = r.devices;
-      say(`--gpus ${opts.gpus}: ${r.note}`);
-    } else if (opts.gpus?.length) devices = opts.gpus;
+      say(`--gpus ${merged.gpus}: ${r.note}`);
+    } else if (merged.gpus?.length) devices = merged.gpus;
     // Replica 0 uses the process-wide device; the others get devices of their own.
     const gpu: Gpu = await getGpu(devices[0]);
     for (const d of devices.slice(1)) extraGpus.push(await Gpu.open(d));
     for (const g of [gpu, ...extraGpus]) {
       say(`adapter: ${g.info.description}${g.info.cpuFallback ? ' (CPU fallback: slow)' : ''}`);
     }
+    let chosen: { precision: Precision; reason: string };
+    try {
+      chosen = resolvePrecision(merged.precision, [gpu, ...extraGpus]);
+    } catch (e) {
+      if (!(e instanceof PrecisionError) || !resumed) throw e;
+      const without = [gpu, ...extraGpus].filter((g) => !g.features.has('shader-f16'));
+      throw new TrainingError(`--resume ${merged.resume}: the run trains in ${merged.precision}, which a ` +
+        `resumed run keeps, but ${without.map((g) => g.info.description).join(', ')} does not offer ` +
+        'shader-f16: resume it on an adapter that does (see `sam2-lora info`)');
+    }
+    const opts: TrainOptions = { ...merged, precision: chosen.precision };
+    say(`precision: ${chosen.precision} (${chosen.reason})`);
+    // Recorded before any step: a run killed before its first checkpoint restarts from these.
+    run.log({ type: resumed ? 'resume' : 'start', demo: opts.demo, run: runOptions(opts) });
     if (devices.length > opts.batch) {
       throw new TrainingError(`--gpus: ${devices.length} devices for a batch of ${opts.batch}: ` +
         'each device needs at least one image of every batch (raise --batch)');
@@ -805,9 +868,10 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
     else {
       await session.ensureBest();
       await plotRun(out, session.history, session.epochs);
-      run.log({ type: 'end', step: session.step, interrupted: stopped, skipped: session.skipped, peakMiB: peak });
+      run.log({ type: 'end', step: session.step, interrupted: stopped, skipped: session.skipped, peakMiB: peak,
+        precision: opts.precision });
       say(`${stopped ? 'interrupted' : 'done'} after ${session.step} steps; peak GPU memory ` +
-        `${peak.toFixed(0)} MiB; checkpoints: ${run.lastDir} (resume), ${run.bestDir} (best)`);
+        `${peak.toFixed(0)} MiB (${opts.precision}); checkpoints: ${run.lastDir} (resume), ${run.bestDir} (best)`);
     }
     return {
       out,
@@ -822,6 +886,7 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
       signal: interrupt.signal,
       skippedSteps: session.skipped,
       badSamples: data.bad ?? [],
+      precision: opts.precision as Precision,
     };
   } catch (e) {
     throw await failed(e, run, session);
