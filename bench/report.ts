@@ -20,6 +20,8 @@ export interface BenchReport {
   /** git commit of the checkout (`-dirty` with local changes), null outside git. */
   commit: string | null;
   quick: boolean;
+  /** Encoder precision of the end-to-end rows (optional: older reports are f32). */
+  precision?: 'f32' | 'f16';
   filter: string | null;
   sizes: number[];
   batches: number[];
@@ -99,6 +101,8 @@ export function toMarkdown(rep: BenchReport): string {
   L.push(`- date: ${rep.date}${rep.quick ? ' (quick run)' : ''}` +
     `${rep.filter ? `, filter \`${rep.filter}\`` : ''}`);
   L.push(`- commit: ${rep.commit ?? 'unknown (not a git checkout)'}`);
+  L.push(`- precision of the end-to-end rows: ${rep.precision ?? 'f32'}` +
+    (rep.precision === 'f16' ? ' (frozen encoder weights and activations f16; head, LoRA, optimizer f32)' : ''));
   L.push(`- adapter: ${d.description} (${d.vendor}, ${d.architecture}), backend ${d.backend}`);
   L.push(`- times: ${d.timestampQuery ? 'GPU time from timestamp queries' : 'wall time (no ' +
     'timestamp-query)'}, median of tinybench samples; peers run on the same Dawn device`);
@@ -173,10 +177,11 @@ export function toMarkdown(rep: BenchReport): string {
   return `${L.join('\n')}\n`;
 }
 
-/** Writes <out>/<adapter>[.quick][.lavapipe].{json,md}; returns both paths. */
+/** Writes <out>/<adapter>[.quick][.f16][.cpu-fallback].{json,md}; returns both paths. */
 export function writeReports(rep: BenchReport, outDir: string): { json: string; md: string } {
   mkdirSync(outDir, { recursive: true });
   const stem = adapterSlug(rep.device) + (rep.quick ? '.quick' : '') +
+    (rep.precision === 'f16' ? '.f16' : '') +
     (rep.device.cpuFallback ? '.cpu-fallback' : '');
   const json = join(outDir, `${stem}.json`);
   const md = join(outDir, `${stem}.md`);

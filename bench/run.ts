@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Engine } from '#src/autograd/tensor.js';
 import { type Backend, PACKAGE_ROOT } from '#src/gpu/dawn.js';
 import { Gpu } from '#src/gpu/runtime.js';
+import { resolvePrecision } from '#src/model/precision.js';
 import { measureCeilings } from './ceilings.js';
 import type { Budget } from './measure.js';
 import { type PeerOutcome, runPytorchPeer } from './peer.js';
@@ -39,6 +40,8 @@ export interface BenchOptions {
   e2eBatches?: number[];
   /** Skip the PyTorch peer (bench/peer/pytorch_step.py). */
   noPeer?: boolean;
+  /** Encoder precision of the end-to-end rows (default f32, like the fp32 PyTorch peer). */
+  precision?: 'f32' | 'f16';
   /** Progress lines (default console.log). */
   log?: (s: string) => void;
 }
@@ -107,6 +110,8 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
       log('warning: the full bench is sized for GPUs and takes hours on a CPU rasterizer; ' +
         'use --quick here');
     }
+    // f16 on an adapter without shader-f16 stops here, naming the adapter.
+    const { precision } = resolvePrecision(opts.precision ?? 'f32', [gpu]);
     const engine = new Engine(gpu);
     const ceilings = await measureCeilings(gpu, quick, budget);
     log(`ceilings: ${ceilings.gflops.toFixed(1)} GFLOP/s FMA, ` +
@@ -144,7 +149,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
         try {
           e2e.push(...await runE2e(gpu, engine, { size: e2eSize, batch: e2eBatch,
             modes: ['head', 'lora'], budget: quick ? QUICK_E2E_BUDGET : FULL_E2E_BUDGET,
-            filter, log }));
+            filter, log, precision }));
         } catch (err) {
           const msg = `end to end at ${e2eSize} px batch ${e2eBatch} failed: ` +
             (err as Error).message;
@@ -188,6 +193,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
       date: new Date().toISOString(),
       commit: gitCommit(),
       quick,
+      precision,
       filter: opts.filter ?? null,
       sizes,
       batches,

@@ -75,6 +75,11 @@ const gpuOptions = (cmd) =>
     .addOption(new Option('--backend <backend>', 'force a WebGPU backend; env SAM2_LORA_BACKEND')
       .choices(D.GPU_BACKENDS));
 
+/** `--precision`, for every command that runs the model. */
+const precisionOption = (dflt = 'f16 where the adapter offers shader-f16, see `sam2-lora info`') =>
+  new Option('--precision <p>', 'f16: mixed precision (f16 encoder weights and activations, f32 ' +
+    `head, LoRA, loss and optimizer); f32: all f32 (default: ${dflt})`).choices(D.PRECISIONS);
+
 /** A --json target: a file path, or `-` for stdout (human-readable text then goes to stderr). */
 const jsonHelp = (what) => `write ${what} as JSON to FILE (\`-\`: stdout, the text then on stderr)`;
 
@@ -146,7 +151,8 @@ gpuOptions(
     .option('--force', 'replace the run an existing --out folder holds')
     .option('--max-bad-steps <n>', 'stop after this many non-finite steps in a row (each is skipped)', String(T.maxBadSteps))
     .option('--val-batches <n>', 'validation batches per epoch (default all)')
-    .option('--no-eval', 'skip the test-split evaluation and report after training'),
+    .option('--no-eval', 'skip the test-split evaluation and report after training')
+    .addOption(precisionOption()),
 ).action(action(async (opts, cmd) => {
   // The flags typed (not defaults): a resume refuses those that contradict the run.
   const given = cmd.options.map((o) => o.attributeName()).filter((k) => cmd.getOptionValueSource(k) === 'cli');
@@ -168,6 +174,7 @@ gpuOptions(program.command('eval'))
   .option('--report <dir>', 'also write an HTML report there (index.html, metrics.json, img/): tables, threshold curves, training curves, gallery worst-first')
   .option('--native-res', "also score at each photo's own resolution (probabilities upsampled bilinearly)")
   .option('--gallery <n>', `report gallery: the N worst images (default ${D.EVAL_DEFAULTS.gallery}; 0: none)`)
+  .addOption(precisionOption())
   .action(action(async (opts) => (await lib('cli/evaluate.js')).evalCommand(opts)));
 
 gpuOptions(program.command('predict <input>'))
@@ -182,6 +189,7 @@ gpuOptions(program.command('predict <input>'))
   .option('--queue <url>', 'enqueue one job per photo on Redis (redis://host:port/db) for `sam2-lora worker`s instead of predicting here; paths must be the same on every worker')
   .option('--wait', 'with --queue: wait for the jobs with a progress bar; exit non-zero listing the photos that failed')
   .option('--attempts <n>', 'with --queue: attempts per photo before it lands in the failed set (default 3; env SAM2_LORA_QUEUE_ATTEMPTS)')
+  .addOption(precisionOption())
   .action(action(async (input, opts) => (await lib('cli/predict.js')).predictCommand(input, opts)));
 
 gpuOptions(program.command('worker'))
@@ -215,6 +223,19 @@ program
   .requiredOption('--out <dir>', 'output folder')
   .action(action(async (opts) => (await lib('cli/merge.js')).exportCommand(opts)));
 
+gpuOptions(program.command('web'))
+  .description('write a static web site that segments photos in the browser on WebGPU (same kernels; LoRA folded in), or serve one on localhost')
+  .option('--adapter <dir>', 'trained adapter directory (export)')
+  .option('--out <dir>', 'site folder to write (export)')
+  .option('--checkpoint <file>', 'base SAM2 checkpoint (default: the one the adapter records)')
+  .addOption(new Option('--weights-dtype <dtype>', 'weights as f32 (the page equals `predict`) or f16 (half the download; widened to f32 in the page)').choices(['f32', 'f16']).default('f32'))
+  .option('--tile <px>', 'tile side in photo pixels (default: the model size, as predict)')
+  .option('--overlap <px>', 'tile overlap in photo pixels (default: tile / 8, as predict)')
+  .option('--force', 'write into a non-empty folder that is not a previous web export')
+  .option('--serve <dir>', 'serve an exported site on http://localhost instead')
+  .option('--port <n>', 'port for --serve (0: any free port)', '8080')
+  .action(action(async (opts) => (await lib('cli/web.js')).webCommand(opts)));
+
 gpuOptions(program.command('encode'))
   .description('run the image encoder and write its features (fidelity checks against SAM2)')
   .option('--checkpoint <file>', 'SAM2 checkpoint (.pt or .safetensors)')
@@ -223,6 +244,7 @@ gpuOptions(program.command('encode'))
   .option('--image <file>', 'image to encode (resized, ImageNet-normalised)')
   .option('--input-tensor <file>', 'safetensors with an exact [1,3,S,S] tensor named input')
   .requiredOption('--out <file>', 'output safetensors')
+  .addOption(precisionOption('f32, the precision of fidelity checks'))
   .action(action(async (opts) => (await lib('cli/encode.js')).encodeCommand(opts)));
 
 const weights = program.command('weights').description('official SAM2.1 checkpoints');
@@ -247,6 +269,7 @@ gpuOptions(
     .option('--e2e-sizes <list>', 'end-to-end input sizes, e.g. 128,256 (default by adapter)')
     .option('--e2e-batch <list>', 'end-to-end batches, e.g. 1,4 (default by adapter)')
     .option('--no-peer', 'skip the PyTorch peer (bench/peer/pytorch_step.py)')
+    .addOption(new Option('--precision <p>', 'encoder precision of the end-to-end rows (the PyTorch peer is fp32)').choices(['f32', 'f16']).default('f32'))
     .option('--no-tfjs', 'skip the TensorFlow.js peer'),
 ).action(action(async (opts) => {
   const { bench } = await lib('cli/bench.js');

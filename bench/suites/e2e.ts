@@ -7,6 +7,7 @@
  */
 import type { Engine, Tensor } from '#src/autograd/tensor.js';
 import type { Gpu } from '#src/gpu/runtime.js';
+import type { Precision } from '#src/model/precision.js';
 import { type TrainMode, DEFAULT_LORA, Segmenter } from '#src/model/segmenter.js';
 import { diceLoss } from '#src/ops/loss.js';
 import { AdamW } from '#src/train/optim.js';
@@ -19,6 +20,8 @@ export interface E2eRow {
   phase: 'forward' | 'train-step';
   size: number;
   batch: number;
+  /** Encoder precision (optional: reports before mixed precision are f32). */
+  precision?: Precision;
   /** Median wall ms per iteration (record + submit + wait). */
   wallMedianMs: number;
   /** Fastest iteration's wall ms (the least disturbed by other load on a shared machine). */
@@ -68,6 +71,7 @@ function median(xs: number[]): number | null {
 
 export async function runE2e(gpu: Gpu, engine: Engine, opts: { size: number; batch: number;
   modes: TrainMode[]; budget: Budget; filter: RegExp | null; log: (s: string) => void;
+  precision?: Precision;
 }): Promise<E2eRow[]> {
   const { size, batch, budget } = opts;
   const rows: E2eRow[] = [];
@@ -82,6 +86,8 @@ export async function runE2e(gpu: Gpu, engine: Engine, opts: { size: number; bat
     const model = new Segmenter(engine, {
       model: 'tiny', head: 'stride16', mode, lora: DEFAULT_LORA, seed: 1,
     });
+    // As `train --precision` does: frozen encoder weights f16, trainable ones f32 masters.
+    model.setPrecision(opts.precision ?? 'f32', true);
     const trainable = model.trainable().map(([, t]) => t);
     const nTrain = trainable.reduce((a, t) => a + t.size, 0);
     const x = engine.fromArray(fill(batch * size * size * 3, 1), [batch, size, size, 3]);
@@ -132,7 +138,7 @@ export async function runE2e(gpu: Gpu, engine: Engine, opts: { size: number; bat
         }, budget);
         const wall = t.medianMs;
         const row: E2eRow = {
-          id, mode, phase, size, batch, wallMedianMs: wall, wallMinMs: t.minMs, imagesPerSec: batch / (wall / 1000),
+          id, mode, phase, size, batch, precision: opts.precision ?? 'f32', wallMedianMs: wall, wallMinMs: t.minMs, imagesPerSec: batch / (wall / 1000),
           gpuMedianMs: median(gpuMs.slice(-t.samples)), peakBytes: gpu.pool.stats.peakLiveBytes,
           trainableParams: nTrain, samples: t.samples, topKernels: all.slice(0, 8),
           breakdown: byFamily(all),

@@ -30,6 +30,8 @@ export interface BenchCliOptions {
   e2eBatches?: number[];
   /** Skip the PyTorch peer (bench/peer/pytorch_step.py). */
   noPeer?: boolean;
+  /** Encoder precision of the end-to-end rows (default f32, like the fp32 PyTorch peer). */
+  precision?: 'f32' | 'f16';
   /** Skip the TensorFlow.js peer. */
   noTfjs?: boolean;
 }
