@@ -67,8 +67,10 @@ export class ModelCache {
         `now ${actual}); enqueue the photos again`);
     }
     const t0 = Date.now();
-    const m = await modelFromAdapter(adapter, { checkpoint, adapter: this.gpu });
-    this.log(`adapter ${id} (${adapter}) loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    // The adapter's default precision, as a local `predict` without --precision runs.
+    const m = await modelFromAdapter(adapter, { checkpoint, adapter: this.gpu, precision: 'auto' });
+    this.log(`adapter ${id} (${adapter}) loaded in ${((Date.now() - t0) / 1000).toFixed(1)} s, ` +
+      `${m.precision.precision} (${m.precision.reason})`);
     return m;
   }
 
