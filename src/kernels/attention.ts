@@ -240,32 +240,43 @@ function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
   buffers: BufferRef[], p: Record<string, number>): void {
   if (usesRegs(gpu, d)) {
     // The regs kernels accumulate in their output rows across key blocks: an f16 output gets an
-    // f32 stand-in of the same layout (accumulators stay f32), whose rows are then converted.
+    // f32 stand-in (accumulators stay f32), whose rows are then converted. The stand-in holds only
+    // the columns written, packed ([rows, views * C]), not the output's whole strided span: a
+    // packed qkv gradient in f32 would pass the binding limit where its f16 original does not.
     const oi = which === 'fwd' ? 3 : 6;
     const out = buffers[oi];
     const f16 = gpu.pool.dtypeOf(out.buffer) === 'f16';
     const bufs = [...buffers];
+    const pr = { ...p };
+    const C = d.heads * d.hd;
+    const views: ['so' | 's1' | 's2', 'oo' | 'o1' | 'o2'][] =
+      which === 'fwd' ? [['so', 'oo']] : which === 'q' ? [['s1', 'o1']] : [['s1', 'o1'], ['s2', 'o2']];
+    const width = views.length * C;
     let scratch: GPUBuffer | null = null;
     if (f16) {
-      const span = (out.size as number) * 2; // f16 bytes of the span, doubled
-
+      const span = d.B * rows * width * 4;
+      const max = gpu.limits.maxStorageBufferBindingSize;
+      if (span > max) {
+        throw new Error(`attention: f32 stand-in of ${span} bytes, above maxStorageBufferBindingSize ${max}`);
+      }
       scratch = gpu.alloc(span, 'attention.f32_out');
       bufs[oi] = { buffer: scratch, offset: 0, size: span };
+      views.forEach(([st, of], i) => {
+        pr[st] = width;
+        pr[of] = i * C;
+      });
     }
     gpu.run(REGS[which], {
       buffers: bufs,
-      params: p,
+      params: pr,
       grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), REGS_WG),
       overrides: { HD: d.hd, WG: REGS_WG },
     });
     if (scratch) {
-      const C = d.heads * d.hd;
-      const views: [number, number][] =
-        which === 'fwd' ? [[p.so, p.oo]] : which === 'q' ? [[p.s1, p.o1]] : [[p.s1, p.o1], [p.s2, p.o2]];
-      for (const [stride, offset] of views) {
-        copyColumns(gpu, { buffer: scratch, stride, offset }, { buffer: out.buffer, stride, offset },
-          d.B * rows, C);
-      }
+      views.forEach(([st, of], i) => {
+        copyColumns(gpu, { buffer: scratch, stride: width, offset: i * C },
+          { buffer: out.buffer, stride: p[st], offset: p[of] }, d.B * rows, C);
+      });
       gpu.free(scratch);
     }
     return;
