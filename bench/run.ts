@@ -221,6 +221,6 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchResult> {
     return { report, ...paths };
   } finally {
     tf?.close();
-    gpu.close();
+    await gpu.shutdown();
   }
 }

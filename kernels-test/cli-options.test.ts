@@ -4,7 +4,7 @@
  * `--gpu` / `--backend` on every command that opens the GPU, `--json` taking a file or `-`, the
  * same split flags in train and eval, and shows exactly the defaults the code uses.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -234,5 +234,29 @@ describe('one CLI: the GPU from the environment', () => {
     const lines = toFile.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^adapter /);
     expect(lines.at(-1)).toBe(`wrote ${file}`);
+  });
+
+  // `info` opens the device and closes it at once. Destroying it before Dawn settled (or letting
+  // Node exit while Dawn still tore it down) killed the process after its output was written:
+  // SIGABRT (std::system_error), SIGSEGV or a hang, every time with six at once on a busy machine.
+  it('six `info` processes at once all exit 0 (the GPU shuts down cleanly)', { timeout: 180_000 }, async () => {
+    const one = () =>
+      new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string; err: string }>((resolve) => {
+        const p = spawn(process.execPath, [BIN, 'info', '--json', '-'], { cwd: ROOT });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (d) => (out += d));
+        p.stderr.on('data', (d) => (err += d));
+        const timer = setTimeout(() => p.kill('SIGKILL'), 120_000);
+        p.on('close', (code, signal) => {
+          clearTimeout(timer);
+          resolve({ code, signal, out, err });
+        });
+      });
+    const runs = await Promise.all(Array.from({ length: 6 }, one));
+    for (const r of runs) {
+      expect({ code: r.code, signal: r.signal }, r.err).toEqual({ code: 0, signal: null });
+      expect(JSON.parse(r.out).limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
+    }
   });
 });

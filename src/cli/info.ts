@@ -53,6 +53,6 @@ export async function info(opts: GpuCliOptions & { json?: string }): Promise<voi
     }
     if (written) log(wroteLine([written]));
   } finally {
-    gpu.close();
+    await gpu.shutdown();
   }
 }

@@ -503,12 +503,36 @@ export class Gpu {
     if (this.lostReason) throw new GpuLostError(this.lostReason);
   }
 
-  /** Releases the device so Node can exit. */
+  /** Releases the device so Node can exit (see shutdown() for the orderly way). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.pool.trim();
     this.device.destroy();
+    this.release();
+  }
+
+  /**
+   * Closes the device once Dawn has settled: its queue idle before the destroy, and the destroy
+   * reported back (device.lost) before the instance is let go. Destroying a device that was just
+   * opened, or exiting while Dawn still tears one down, can kill the process at exit on lavapipe
+   * (std::system_error from a worker thread, or SIGSEGV) after all output was written.
+   */
+  async shutdown(): Promise<void> {
+    if (this.closed) return;
+    await this.device.queue.onSubmittedWorkDone().catch(() => undefined);
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.trim();
+    this.device.destroy();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.device.lost.then(() => undefined, () => undefined),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 2000);
+      }),
+    ]);
+    clearTimeout(timer);
     this.release();
   }
 }

@@ -48,8 +48,5 @@ export async function closeGpu(): Promise<void> {
   const g = await shared.catch(() => null);
   shared = null;
   if (!g) return;
-  // Destroying a device whose queue Dawn is still initialising crashes lavapipe at exit (SIGSEGV /
-  // abort when a command fails right after opening the GPU): let the queue settle first.
-  await g.device.queue.onSubmittedWorkDone().catch(() => undefined);
-  g.close();
+  await g.shutdown();
 }

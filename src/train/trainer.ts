@@ -894,10 +894,7 @@ export async function train(input: TrainOptions): Promise<TrainResult> {
     interrupt.remove();
     session?.close();
     run.release();
-    for (const g of extraGpus) {
-      await g.device.queue.onSubmittedWorkDone().catch(() => undefined);
-      g.close();
-    }
+    for (const g of extraGpus) await g.shutdown();
   }
 }
 
