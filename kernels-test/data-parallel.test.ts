@@ -4,36 +4,21 @@
  * off: masks are drawn per micro-batch, so dropout breaks equality across device counts), and a
  * 2-device run stopped and resumed equals an uninterrupted one.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadAdapter } from '../src/adapter/adapter.js';
-import { writeSyntheticDataset } from '../src/data/synthetic.js';
 import { Engine, type Tensor } from '../src/autograd/tensor.js';
-import { Gpu, closeGpu, getGpu } from '../src/gpu/runtime.js';
+import { Gpu, getGpu } from '../src/gpu/runtime.js';
 import {
   DeviceSpecError, allReduceGradients, broadcastParameters, resolveDevices, shardRanges,
 } from '../src/train/data-parallel.js';
 import { Rng } from '../src/util/random.js';
 import { type TrainOptions, type TrainResult, train } from '../src/train/trainer.js';
 import { SEED, expectClose } from './helpers.js';
-import { nanoTrainOptions } from './nano-run.js';
+import { nanoTrainOptions, syntheticRunDir } from './nano-run.js';
 
-let dir: string;
-let data: string;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sam2-lora-dp-'));
-  data = join(dir, 'data');
-  await writeSyntheticDataset(data, { train: 8, val: 2, test: 0, size: 32, seed: 11 });
-});
-
-afterAll(async () => {
-  await closeGpu();
-  await rm(dir, { recursive: true, force: true });
-});
+const { dir, data } = syntheticRunDir('dp', { train: 8, val: 2, test: 0, size: 32, seed: 11 });
 
 const TWO = [{}, {}];
 
@@ -100,8 +85,7 @@ describe('data-parallel training (two devices on one adapter)', () => {
       }
       for (const r of reps) for (const [, p] of r.params) p.dispose();
     } finally {
-      await g1.device.queue.onSubmittedWorkDone();
-      g1.close();
+      await g1.shutdown();
     }
   });
 

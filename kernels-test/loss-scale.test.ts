@@ -4,17 +4,13 @@
  * overflows, injected Inf gradients back off and skip without counting as bad steps until the
  * floor, the scale in the log and in trainer.json, and resume restoring it.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeSyntheticDataset } from '../src/data/synthetic.js';
-import { closeGpu } from '../src/gpu/runtime.js';
+import { describe, expect, it } from 'vitest';
 import { LOSS_SCALE_DEFAULTS, LossScaler } from '../src/train/loss-scale.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { loadAdapter } from '../src/adapter/adapter.js';
-import { nanoTrainOptions } from './nano-run.js';
+import { nanoTrainOptions, syntheticRunDir } from './nano-run.js';
 
 describe('LossScaler (GradScaler semantics)', () => {
   it('starts at 2^16, grows x2 after 2000 clean steps by default', () => {
@@ -76,19 +72,7 @@ describe('LossScaler (GradScaler semantics)', () => {
   });
 });
 
-let dir: string;
-let data: string;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sam2-lora-lossscale-'));
-  data = join(dir, 'data');
-  await writeSyntheticDataset(data, { train: 8, val: 4, test: 4, size: 64, seed: 3 });
-});
-
-afterAll(async () => {
-  await closeGpu();
-  await rm(dir, { recursive: true, force: true });
-});
+const { dir, data } = syntheticRunDir('lossscale', { train: 8, val: 4, test: 4, size: 64, seed: 3 });
 
 /** 8 train images at batch 2: 4 steps per epoch. No dropout: two runs can match bit for bit. */
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {

@@ -4,37 +4,22 @@
  * loss falls and Dice rises clearly above an all-background prediction (Dice 0), evaluate the
  * saved adapter, predict a photo, resume exactly, and refuse bad data with errors naming files.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { copyFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openDataset } from '../src/data/dataset.js';
-import { writeSyntheticDataset } from '../src/data/synthetic.js';
-import { closeGpu } from '../src/gpu/runtime.js';
 import { predictFiles } from '../src/predict/predict.js';
 import { LOCK_FILE } from '../src/train/run-dir.js';
 import { evaluate } from '../src/train/evaluate.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { expectClose } from './helpers.js';
-import { nanoTrainOptions } from './nano-run.js';
+import { nanoTrainOptions, syntheticRunDir } from './nano-run.js';
 import { loadAdapter, modelFromAdapter } from '../src/adapter/adapter.js';
 import { findCheckpoint } from '../src/adapter/manifest.js';
 
-let dir: string;
-let data: string;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sam2-lora-pipeline-'));
-  data = join(dir, 'data');
-  await writeSyntheticDataset(data, { train: 8, val: 4, test: 4, size: 64, seed: 3 });
-});
-
-afterAll(async () => {
-  await closeGpu();
-  await rm(dir, { recursive: true, force: true });
-});
+const { dir, data } = syntheticRunDir('pipeline', { train: 8, val: 4, test: 4, size: 64, seed: 3 });
 
 function options(out: string, over: Partial<TrainOptions> = {}): TrainOptions {
   return nanoTrainOptions(data, out, { maxSteps: 24, warmup: 2, ...over });

@@ -3,17 +3,14 @@
  * flag on every command that runs the model, its errors, and a resumed run keeping its own.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeSyntheticDataset } from '../src/data/synthetic.js';
-import { closeGpu, getGpu } from '../src/gpu/runtime.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { getGpu } from '../src/gpu/runtime.js';
 import { defaultPrecision, resolvePrecision } from '../src/model/precision.js';
 import { type TrainOptions, train } from '../src/train/trainer.js';
 import { BIN, REPO, ensureBuilt } from './dist.js';
-import { nanoTrainOptions } from './nano-run.js';
+import { nanoTrainOptions, syntheticRunDir } from './nano-run.js';
 
 // Whether f16 runs on this machine's adapter (the tests of each case skip the other, saying so).
 const gpuNow = await getGpu();
@@ -51,20 +48,8 @@ describe('which precision, and why', () => {
   });
 });
 
-let dir: string;
-let data: string;
-
-beforeAll(async () => {
-  ensureBuilt('precision', join(REPO, 'dist', 'cli', 'train.js'));
-  dir = mkdtempSync(join(tmpdir(), 'sam2-lora-precision-'));
-  data = join(dir, 'data');
-  await writeSyntheticDataset(data, { train: 4, val: 2, test: 2, size: 64, seed: 3 });
-});
-
-afterAll(async () => {
-  await closeGpu();
-  await rm(dir, { recursive: true, force: true });
-});
+beforeAll(() => ensureBuilt('precision', join(REPO, 'dist', 'cli', 'train.js')));
+const { dir, data } = syntheticRunDir('precision', { train: 4, val: 2, test: 2, size: 64, seed: 3 });
 
 /** The CLI as a user runs it (lavapipe on 2 shared cores: a few nano steps can take a minute). */
 function cli(args: string[]) {
