@@ -111,6 +111,37 @@ describe('kernel specs', () => {
     );
   });
 
+  it('generates the shared-memory tree reductions, so no file spells one out', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const dir = new URL('../shaders/', import.meta.url);
+    const tree = /for \(var \w+ = \w+ \/ 2u; \w+ > 0u; \w+ >>= 1u\)/;
+    const files = readdirSync(dir).filter((f) => f.endsWith('.wgsl'));
+    expect(files.length).toBeGreaterThan(5);
+    for (const f of files) {
+      expect([f, tree.test(readFileSync(new URL(f, dir), 'utf8'))]).toEqual([f, false]);
+    }
+    const { softmaxShader } = await import('../src/kernels/softmax.js');
+    const src = softmaxShader.source();
+    expect(src.match(/fn softmax_max\(t: u32\)/g)).toHaveLength(1);
+    expect(src).toContain('softmax_sh[t] = max(softmax_sh[t], softmax_sh[t + s]);');
+    const { reduce } = await import('../src/kernels/reduce.js');
+    const strided = 'if (lane < s) {\n      colsum_sh[t] += colsum_sh[t + s * CT];';
+    expect(reduce.source()).toContain(strided);
+  });
+
+  it('refuses a tree reduction over a name that is no var<workgroup> of the file', async () => {
+    const { defineShader, treeSum } = await import('../src/gpu/kernel.js');
+    const fam = defineShader('softmax', { SoftmaxParams: { rows: 'u32', cols: 'u32' } }, {
+      trees: { t_sum: treeSum(['softmax_p']) },
+    });
+    expect(() => fam.source()).toThrow(
+      /tree reduction t_sum reduces 'softmax_p', not a var<workgroup>/,
+    );
+    expect(() => defineShader('softmax', {}, { trees: { t: treeSum(['a[0]']) } })).toThrow(
+      /tree reduction t: 'a\[0\]' is not a usable name/,
+    );
+  });
+
   it('binds the requested size, not the pool size class', async () => {
     // 1000 floats round up to a 4096-byte class; `add` must see exactly 1000 elements: it writes
     // all of them, and the class's other 24 floats (poisoned) stay untouched even when the kernel

@@ -379,22 +379,7 @@ fn attn_bwd_kv(
   }
 }
 
-// ---- column copy -----------------------------------------------------------------------------
-// out[r * so + oo + c] = in[r * si + oi + c] for r < rows, c < cols: splits a packed [rows, 2C]
-// gradient into its halves. One thread = one element.
-
-@group(0) @binding(0) var<storage, read> cc_in: array<dt_in>;
-@group(0) @binding(1) var<storage, read_write> cc_out: array<dt_out>;
-@group(0) @binding(2) var<uniform> cc_p: ColsParams;
-
-@compute @workgroup_size(WG)
-fn attn_cols(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let n = gid.x + gid.y * nwg.x * WG;
-  if (n >= cc_p.rows * cc_p.cols) { return; }
-  let row = n / cc_p.cols;
-  let c = n % cc_p.cols;
-  cc_out[row * cc_p.so + cc_p.oo + c] = dt_out(f32(cc_in[row * cc_p.si + cc_p.oi + c]));
-}
+// ---- zeroed columns (column copies use copy.wgsl's cols) -------------------------------------
 
 @group(0) @binding(0) var<storage, read_write> cz_out: array<dt_out>;
 @group(0) @binding(1) var<uniform> cz_p: ColsParams;

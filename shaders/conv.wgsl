@@ -8,7 +8,8 @@
 // contiguous. `direct` = 1 marks a 1x1 stride-1 unpadded conv: im2col(x) is x itself, a plain GEMM.
 // One thread = an RM x RN block of outputs, rows ty + i*WGY, cols tx + j*WGX (conflict-free reads
 // of the B tile, coalesced stores). Bindings: inputs (read), output (read_write), uniforms last.
-// Storage element types are the dt_* aliases (f32 or f16 each); tiles and accumulators are f32.
+// Storage element types are the dt_* aliases (f32 or f16 each; dt_a is binding 0's: x in conv_fwd
+// and conv_dw, dy in conv_dx); tiles and accumulators are f32.
 
 const RM = 4u;
 const RN = 4u;
@@ -38,20 +39,19 @@ fn cv_mac(tx: u32, ty: u32, acc: ptr<function, array<f32, RM * RN>>) {
   }
 }
 
-// ---- forward ------------------------------------------------------------------------------
+// ---- forward and input gradient: one GEMM body ---------------------------------------------
+// Both read their A operand from binding 0 (x, or dy) and the weight from binding 1, through the
+// same variables, so cv_gemm can call either pair of loaders; their outputs and uniforms follow.
+// conv_dw binds x at 0 as well and reuses fwd_load_a for im2col(x).
 
-@group(0) @binding(0) var<storage, read> fwd_x: array<dt_x>;
-@group(0) @binding(1) var<storage, read> fwd_w: array<dt_w>;
-@group(0) @binding(2) var<storage, read> fwd_bias: array<dt_bias>;
-@group(0) @binding(3) var<storage, read_write> fwd_y: array<dt_y>;
-@group(0) @binding(4) var<uniform> fwd_p: ConvParams;
+@group(0) @binding(0) var<storage, read> cv_a: array<dt_a>;
+@group(0) @binding(1) var<storage, read> cv_w: array<dt_w>;
 
-// im2col(x)[m, k], zero outside the image (padding) and outside [P, K].
-fn fwd_load_a(m: u32, k: u32) -> f32 {
-  let p = fwd_p;
+// The forward's A: im2col(x)[m, k], zero outside the image (padding) and outside [P, K].
+fn fwd_load_a(p: ConvParams, m: u32, k: u32) -> f32 {
   let kk = p.kh * p.kw * p.cin;
   if (m >= p.b * p.ho * p.wo || k >= kk) { return 0.0; }
-  if (sl_bound(p.direct, m) == 1u) { return f32(fwd_x[m * p.cin + k]); }
+  if (sl_bound(p.direct, m) == 1u) { return f32(cv_a[m * p.cin + k]); }
   let hw = p.ho * p.wo;
   let bi = m / hw;
   let r = m % hw;
@@ -62,71 +62,21 @@ fn fwd_load_a(m: u32, k: u32) -> f32 {
   let iy = i32(oy * p.stride + tap / p.kw) - i32(p.pad);
   let ix = i32(ox * p.stride + tap % p.kw) - i32(p.pad);
   if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
-  return f32(fwd_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci]);
+  return f32(cv_a[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci]);
 }
 
-// W[k, n] = weight[n, ci, ky, kx].
-fn fwd_load_b(k: u32, n: u32) -> f32 {
-  let p = fwd_p;
+// The forward's B: W[k, n] = weight[n, ci, ky, kx].
+fn fwd_load_b(p: ConvParams, k: u32, n: u32) -> f32 {
   let khw = p.kh * p.kw;
   if (k >= khw * p.cin || n >= p.cout) { return 0.0; }
-  return f32(fwd_w[(n * p.cin + k % p.cin) * khw + k / p.cin]);
+  return f32(cv_w[(n * p.cin + k % p.cin) * khw + k / p.cin]);
 }
 
-@compute @workgroup_size(WGX, WGY)
-fn conv_fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
-  let p = fwd_p;
-  let tm = cv_tm();
-  let tn = cv_tn();
-  let m0 = p.m0 + wid.x * tm;
-  let n0 = wid.y * tn;
-  let kk = p.kh * p.kw * p.cin;
-  let t = lid.y * WGX + lid.x;
-  let nt = WGX * WGY;
-  var acc: array<f32, RM * RN>;
-  for (var k0 = 0u; k0 < sl_bound(kk, wid.x); k0 += TK) {
-    // k fastest across threads: contiguous reads of x along ci and of W along (ci, tap).
-    for (var e = t; e < tm * TK; e += nt) {
-      let mm = e / TK;
-      let ke = e % TK;
-      cv_as[ke * tm + mm] = fwd_load_a(m0 + mm, k0 + ke);
-    }
-    for (var e = t; e < tn * TK; e += nt) {
-      let nn = e / TK;
-      let ke = e % TK;
-      cv_bs[ke * tn + nn] = fwd_load_b(k0 + ke, n0 + nn);
-    }
-    workgroupBarrier();
-    cv_mac(lid.x, lid.y, &acc);
-    workgroupBarrier();
-  }
-  let rows = p.b * p.ho * p.wo;
-  for (var i = 0u; i < RM; i++) {
-    let m = m0 + lid.y + i * WGY;
-    if (m >= rows) { continue; }
-    for (var j = 0u; j < RN; j++) {
-      let n = n0 + lid.x + j * WGX;
-      if (n >= p.cout) { continue; }
-      var v = acc[i * RN + j];
-      if (p.has_bias == 1u) { v += f32(fwd_bias[n]); }
-      fwd_y[m * p.cout + n] = dt_y(v);
-    }
-  }
-}
-
-// ---- input gradient -------------------------------------------------------------------------
-
-@group(0) @binding(0) var<storage, read> dx_dy: array<dt_dy>;
-@group(0) @binding(1) var<storage, read> dx_w: array<dt_w>;
-@group(0) @binding(2) var<storage, read_write> dx_dx: array<dt_dx>;
-@group(0) @binding(3) var<uniform> dx_p: ConvParams;
-
-// col(dy)[m, k]: m = input pixel (b, iy, ix), k = (ky, kx, co). dy at the output pixel whose
-// window puts tap (ky, kx) on this input pixel, or 0 when no output pixel does.
-fn dx_load_a(m: u32, k: u32) -> f32 {
-  let p = dx_p;
+// The input gradient's A: col(dy)[m, k], m = input pixel (b, iy, ix), k = (ky, kx, co). dy at
+// the output pixel whose window puts tap (ky, kx) on this input pixel, or 0 when none does.
+fn dx_load_a(p: ConvParams, m: u32, k: u32) -> f32 {
   if (m >= p.b * p.h * p.w || k >= p.kh * p.kw * p.cout) { return 0.0; }
-  if (sl_bound(p.direct, m) == 1u) { return f32(dx_dy[m * p.cout + k]); }
+  if (sl_bound(p.direct, m) == 1u) { return f32(cv_a[m * p.cout + k]); }
   let hw = p.h * p.w;
   let bi = m / hw;
   let r = m % hw;
@@ -141,44 +91,90 @@ fn dx_load_a(m: u32, k: u32) -> f32 {
   let oy = uy / p.stride;
   let ox = ux / p.stride;
   if (oy >= p.ho || ox >= p.wo) { return 0.0; }
-  return f32(dx_dy[((bi * p.ho + oy) * p.wo + ox) * p.cout + co]);
+  return f32(cv_a[((bi * p.ho + oy) * p.wo + ox) * p.cout + co]);
 }
 
-// [k = (ky, kx, co), n = ci] -> weight[co, ci, ky, kx].
-fn dx_load_b(k: u32, n: u32) -> f32 {
-  let p = dx_p;
+// The input gradient's B: [k = (ky, kx, co), n = ci] -> weight[co, ci, ky, kx].
+fn dx_load_b(p: ConvParams, k: u32, n: u32) -> f32 {
   let khw = p.kh * p.kw;
   if (k >= khw * p.cout || n >= p.cin) { return 0.0; }
-  return f32(dx_w[((k % p.cout) * p.cin + n) * khw + k / p.cout]);
+  return f32(cv_w[((k % p.cout) * p.cin + n) * khw + k / p.cout]);
 }
 
-@compute @workgroup_size(WGX, WGY)
-fn conv_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
-  let p = dx_p;
+// This thread's RM x RN block of A[m0.., 0..kk) · B[0..kk, n0..] (rows ty + i*WGY, cols
+// tx + j*WGX), the tiles staged through cv_as / cv_bs. dx false: the forward's operands; true:
+// the input gradient's. Holds barriers: call from uniform control flow.
+fn cv_gemm(dx: bool, p: ConvParams, lid: vec3u, wid: vec3u, m0: u32, n0: u32, kk: u32)
+    -> array<f32, RM * RN> {
   let tm = cv_tm();
   let tn = cv_tn();
-  let m0 = p.m0 + wid.x * tm;
-  let n0 = wid.y * tn;
-  let kk = p.kh * p.kw * p.cout;
   let t = lid.y * WGX + lid.x;
   let nt = WGX * WGY;
   var acc: array<f32, RM * RN>;
   for (var k0 = 0u; k0 < sl_bound(kk, wid.x); k0 += TK) {
+    // A with k fastest across threads: contiguous reads of x along ci (of dy along co).
     for (var e = t; e < tm * TK; e += nt) {
       let mm = e / TK;
       let ke = e % TK;
-      cv_as[ke * tm + mm] = dx_load_a(m0 + mm, k0 + ke);
+      if (dx) {
+        cv_as[ke * tm + mm] = dx_load_a(p, m0 + mm, k0 + ke);
+      } else {
+        cv_as[ke * tm + mm] = fwd_load_a(p, m0 + mm, k0 + ke);
+      }
     }
-    // n fastest: weight[co, ci, ..] is contiguous along ci for a fixed tap.
     for (var e = t; e < tn * TK; e += nt) {
-      let ke = e / tn;
-      let nn = e % tn;
-      cv_bs[ke * tn + nn] = dx_load_b(k0 + ke, n0 + nn);
+      if (dx) {
+        // n fastest: weight[co, ci, ..] is contiguous along ci for a fixed tap.
+        let ke = e / tn;
+        let nn = e % tn;
+        cv_bs[ke * tn + nn] = dx_load_b(p, k0 + ke, n0 + nn);
+      } else {
+        // k fastest: contiguous reads of W along (ci, tap).
+        let nn = e / TK;
+        let ke = e % TK;
+        cv_bs[ke * tn + nn] = fwd_load_b(p, k0 + ke, n0 + nn);
+      }
     }
     workgroupBarrier();
     cv_mac(lid.x, lid.y, &acc);
     workgroupBarrier();
   }
+  return acc;
+}
+
+@group(0) @binding(2) var<storage, read> fwd_bias: array<dt_bias>;
+@group(0) @binding(3) var<storage, read_write> fwd_y: array<dt_y>;
+@group(0) @binding(4) var<uniform> fwd_p: ConvParams;
+
+@compute @workgroup_size(WGX, WGY)
+fn conv_fwd(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let p = fwd_p;
+  let m0 = p.m0 + wid.x * cv_tm();
+  let n0 = wid.y * cv_tn();
+  var acc = cv_gemm(false, p, lid, wid, m0, n0, p.kh * p.kw * p.cin);
+  let rows = p.b * p.ho * p.wo;
+  for (var i = 0u; i < RM; i++) {
+    let m = m0 + lid.y + i * WGY;
+    if (m >= rows) { continue; }
+    for (var j = 0u; j < RN; j++) {
+      let n = n0 + lid.x + j * WGX;
+      if (n >= p.cout) { continue; }
+      var v = acc[i * RN + j];
+      if (p.has_bias == 1u) { v += f32(fwd_bias[n]); }
+      fwd_y[m * p.cout + n] = dt_y(v);
+    }
+  }
+}
+
+@group(0) @binding(2) var<storage, read_write> dx_dx: array<dt_dx>;
+@group(0) @binding(3) var<uniform> dx_p: ConvParams;
+
+@compute @workgroup_size(WGX, WGY)
+fn conv_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let p = dx_p;
+  let m0 = p.m0 + wid.x * cv_tm();
+  let n0 = wid.y * cv_tn();
+  var acc = cv_gemm(true, p, lid, wid, m0, n0, p.kh * p.kw * p.cout);
   let rows = p.b * p.h * p.w;
   for (var i = 0u; i < RM; i++) {
     let m = m0 + lid.y + i * WGY;
@@ -193,26 +189,10 @@ fn conv_dx(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
 
 // ---- weight gradient ------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> dw_dy: array<dt_dy>;
-@group(0) @binding(1) var<storage, read> dw_x: array<dt_x>;
+// x is cv_a (binding 0): the B operand im2col(x)[q, n], n = (ky, kx, ci), is fwd_load_a's.
+@group(0) @binding(1) var<storage, read> dw_dy: array<dt_dy>;
 @group(0) @binding(2) var<storage, read_write> dw_dw: array<dt_dw>;
 @group(0) @binding(3) var<uniform> dw_p: ConvParams;
-
-// im2col(x)[q, n] with n = (ky, kx, ci), as in the forward.
-fn dw_load_b(q: u32, n: u32) -> f32 {
-  let p = dw_p;
-  if (q >= p.b * p.ho * p.wo || n >= p.kh * p.kw * p.cin) { return 0.0; }
-  if (sl_bound(p.direct, q) == 1u) { return f32(dw_x[q * p.cin + n]); }
-  let hw = p.ho * p.wo;
-  let bi = q / hw;
-  let r = q % hw;
-  let tap = n / p.cin;
-  let ci = n % p.cin;
-  let iy = i32((r / p.wo) * p.stride + tap / p.kw) - i32(p.pad);
-  let ix = i32((r % p.wo) * p.stride + tap % p.kw) - i32(p.pad);
-  if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
-  return f32(dw_x[((bi * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci]);
-}
 
 // Grid z = split of the P reduction: split z sums rows [z*chunk, (z+1)*chunk) into its own
 // [Cout, Cin, kh, kw] slab of dw (summed afterwards by colsum when there are several).
@@ -246,7 +226,7 @@ fn conv_dw(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid:
       let nn = e % tn;
       let q = k0 + ke;
       var v = 0.0;
-      if (q < q1) { v = dw_load_b(q, n0 + nn); }
+      if (q < q1) { v = fwd_load_a(p, q, n0 + nn); }
       cv_bs[ke * tn + nn] = v;
     }
     workgroupBarrier();

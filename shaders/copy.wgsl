@@ -5,10 +5,6 @@
 
 override WG: u32 = 256;
 
-fn copy_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 @group(0) @binding(0) var<storage, read> permute_x: array<dt_x>;
 @group(0) @binding(1) var<storage, read_write> permute_out: array<dt_out>;
 @group(0) @binding(2) var<uniform> permute_p: PermuteParams;
@@ -17,7 +13,7 @@ fn copy_index(gid: vec3u, nwg: vec3u) -> u32 {
 // input stride of each output dim. Used when the last dim stays last, so both sides are coalesced.
 @compute @workgroup_size(WG)
 fn permute(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = copy_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= permute_p.n) { return; }
   var r = i;
   var src = (r % permute_p.o5) * permute_p.s5;
@@ -97,7 +93,7 @@ fn transpose(
 // into an [rows, outC] one (slice, concat and their gradients). One thread = one element.
 @compute @workgroup_size(WG)
 fn cols(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = copy_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= cols_p.rows * cols_p.count) { return; }
   let r = i / cols_p.count;
   let j = i % cols_p.count;

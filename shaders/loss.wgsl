@@ -9,12 +9,10 @@
 // sum_finalize:  partial (read) -> out [1] = scale * sum(partial). A single workgroup.
 // bce_grad:      x, y, gup [1] (read) -> dx [n] = gup * (sigmoid(x) - y) / n.
 // Bindings: inputs (read), outputs (read_write), the uniform struct last.
+// The shared-memory tree reductions (dp_sum, df_sum, bp_sum, sf_sum) are generated from
+// src/kernels/loss.ts (defineShader's trees).
 
 override WG: u32 = 256;
-
-fn linear_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
 
 // sigmoid without overflow: exp of a non-positive argument only.
 fn sigmoid(x: f32) -> f32 {
@@ -57,15 +55,7 @@ fn dice_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_ind
   dp_r0[lid] = spy;
   dp_r1[lid] = sp;
   dp_r2[lid] = sy;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      dp_r0[lid] += dp_r0[lid + s];
-      dp_r1[lid] += dp_r1[lid + s];
-      dp_r2[lid] += dp_r2[lid + s];
-    }
-    workgroupBarrier();
-  }
+  dp_sum(lid);
   if (lid == 0u) {
     let o = 3u * (b * dp_p.P + k);
     dp_partial[o] = dp_r0[0];
@@ -99,15 +89,7 @@ fn dice_finalize(@builtin(local_invocation_index) lid: u32) {
     df_r0[lid] = spy;
     df_r1[lid] = sp;
     df_r2[lid] = sy;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-      if (lid < s) {
-        df_r0[lid] += df_r0[lid + s];
-        df_r1[lid] += df_r1[lid + s];
-        df_r2[lid] += df_r2[lid + s];
-      }
-      workgroupBarrier();
-    }
+    df_sum(lid);
     let num = 2.0 * df_r0[0] + df_p.smoothing;
     let den = df_r1[0] + df_r2[0] + df_p.smoothing;
     total += 1.0 - num / den;
@@ -132,7 +114,7 @@ fn dice_finalize(@builtin(local_invocation_index) lid: u32) {
 // sigmoid(x) * sigmoid(-x) so it stays accurate (not 0) at large |x|.
 @compute @workgroup_size(WG)
 fn dice_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= dg_p.n) { return; }
   let b = i / dg_p.N;
   let num = dg_stats[2u * b];
@@ -160,11 +142,7 @@ fn bce_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
     s += max(x, 0.0) - x * bp_y[i] + log1p_small(exp(-abs(x)));
   }
   bp_r[lid] = s;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h >>= 1u) {
-    if (lid < h) { bp_r[lid] += bp_r[lid + h]; }
-    workgroupBarrier();
-  }
+  bp_sum(lid);
   if (lid == 0u) { bp_partial[k] = bp_r[0]; }
 }
 
@@ -178,11 +156,7 @@ fn sum_finalize(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
   for (var k = lid; k < sf_p.P; k += WG) { s += sf_partial[k]; }
   sf_r[lid] = s;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h >>= 1u) {
-    if (lid < h) { sf_r[lid] += sf_r[lid + h]; }
-    workgroupBarrier();
-  }
+  sf_sum(lid);
   if (lid == 0u) { sf_out[0] = sf_r[0] * sf_p.scale; }
 }
 
@@ -194,7 +168,7 @@ fn sum_finalize(@builtin(local_invocation_index) lid: u32) {
 
 @compute @workgroup_size(WG)
 fn bce_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= bg_p.n) { return; }
   bg_dx[i] = bg_gup[0] * (sigmoid(bg_x[i]) - bg_y[i]) * bg_p.inv_n;
 }

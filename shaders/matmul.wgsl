@@ -1,9 +1,11 @@
 // Matrix products and column sums.
 //
-// matmul: C[z] = alpha * op(A[b]) · op(B[b]) (+ bias[n]) (+ lrScale * mask ⊙ T · op(L))
-//   (+ beta * C[z])
+// matmul: C[z] = act(alpha * op(A[b]) · op(B[b]) (+ bias[n]) (+ lrScale * mask ⊙ T · op(L))
+//   (+ beta * C[z]) (+ aux[z]))
 //   Bindings: 0 a, 1 b, 2 bias [N], 3 lt (T [M, rank]), 4 lr (L [N, rank] or [rank, N]), 5 c,
-//   6 MatmulParams. Unused inputs are bound to any read-only buffer (flags say what is read).
+//   6 aux (like C: a residual, or GELU's input for its gradient), 7 c2 (like C: GELU's output
+//   beside its input), 8 MatmulParams. Unused inputs are bound to any read-only buffer (flags
+//   say what is read), an unused c2 to a scratch buffer.
 //   op(A) is [M, K]: A stored [M, K] (row stride lda) or, with transA, [K, M]. Same for B with
 //   op(B) [K, N]. Batch b = z % batch with element strides sA, sB (0 = shared operand); split-K
 //   slice s = z / batch covers k in [s * kChunk, min(K, (s + 1) * kChunk)) and C[z] is at z * sC,
@@ -32,7 +34,18 @@ override BK: u32 = 16u;
 @group(0) @binding(3) var<storage, read> mm_lt: array<dt_lt>;
 @group(0) @binding(4) var<storage, read> mm_lr: array<dt_lr>;
 @group(0) @binding(5) var<storage, read_write> mm_c: array<dt_c>;
-@group(0) @binding(6) var<uniform> mm_p: MatmulParams;
+@group(0) @binding(6) var<storage, read> mm_aux: array<dt_aux>;
+@group(0) @binding(7) var<storage, read_write> mm_c2: array<dt_c2>;
+@group(0) @binding(8) var<uniform> mm_p: MatmulParams;
+
+// Epilogue fusions, pipeline constants so that a CPU adapter's SIMD code carries only the one in
+// use (a uniform flag would run every branch under lane masks). MM_RES: v += aux (a residual).
+// MM_ACT: 0 none; 1 C = gelu(v); 2 C = v and c2 = gelu(v) (forward keeping GELU's input for
+// backward); 3 C = v * gelu'(aux) (the gradient through GELU, aux = its input). An intermediate
+// is rounded to C's type where the unfused passes would have stored it, so the fused result is
+// the unfused composition's, bit for bit.
+override MM_RES: bool = false;
+override MM_ACT: u32 = 0u;
 
 // Tiles stored k-major: mm_as[k][m], mm_bs[k][n].
 var<workgroup> mm_as: array<f32, BK * WGY * RM>;
@@ -112,9 +125,12 @@ fn mm_store(lid: vec3u, t: MmTile, acc: ptr<function, array<f32, RM * RN>>) {
   }
 }
 
-// Writes C[z][gm][gn] = alpha * acc (+ low-rank addend) (+ bias) (+ beta * C); in range.
+// Writes C[z][gm][gn] = act(alpha * acc (+ low-rank addend) (+ bias) (+ beta * C) (+ aux));
+// in range.
 fn mm_put(z: u32, gm: u32, gn: u32, acc: f32) {
-  let rank = mm_p.rank;
+  // Flags pass through sl_bound: lavapipe (Mesa 22.3) inlines uniforms that steer a branch or a
+  // loop and recompiles the shader at every dispatch, which it did for matmul_sg (80-200 ms each).
+  let rank = sl_bound(mm_p.rank, gn);
   let ci = z * mm_p.sC + gm * mm_p.N + gn;
   var v = mm_p.alpha * acc;
   if (rank > 0u) {
@@ -123,12 +139,24 @@ fn mm_put(z: u32, gm: u32, gn: u32, acc: f32) {
       let li = select(gn * rank + r, r * mm_p.N + gn, mm_p.lrTrans != 0u);
       lr = fma(f32(mm_lt[gm * rank + r]), f32(mm_lr[li]), lr);
     }
-    if (mm_p.lrMask != 0u) { lr *= mm_drop(ci); }
+    if (sl_bound(mm_p.lrMask, gn) != 0u) { lr *= mm_drop(ci); }
     v += mm_p.lrScale * lr;
   }
-  if (mm_p.hasBias != 0u) { v += f32(mm_bias[gn]); }
+  if (sl_bound(mm_p.hasBias, gn) != 0u) { v += f32(mm_bias[gn]); }
   // beta == 0 must not read C: it may hold garbage (or NaN poison).
-  if (mm_p.beta != 0.0) { v += mm_p.beta * f32(mm_c[ci]); }
+  // (Any nonzero beta, sign bit aside: the test beta != 0.0 on its bits.)
+  if (sl_bound(bitcast<u32>(mm_p.beta) & 0x7fffffffu, gn) != 0u) {
+    v += mm_p.beta * f32(mm_c[ci]);
+  }
+  if (MM_RES) { v = f32(dt_c(v)) + f32(mm_aux[ci]); }
+  if (MM_ACT == 1u) {
+    v = sl_gelu(f32(dt_c(v)));
+  } else if (MM_ACT == 2u) {
+    let h = dt_c(v);
+    mm_c2[ci] = dt_c2(sl_gelu(f32(h)));
+  } else if (MM_ACT == 3u) {
+    v = f32(dt_c(v)) * sl_gelu_deriv(f32(mm_aux[ci]));
+  }
   mm_c[ci] = dt_c(v);
 }
 

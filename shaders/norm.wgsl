@@ -9,6 +9,8 @@
 // ln_dwb_reduce: partial (read) -> out [C] = sum over the P chunks. One thread = one column.
 // Bindings: inputs (read), outputs (read_write), the uniform struct last. Element types: x, y, g,
 // dx are dt_x, dt_y, dt_g, dt_dx (f32 or f16); w, b, stats and partials are f32; all math is f32.
+// The shared-memory tree reductions (lnf_sum, lndx_sum, lnp_sum) are generated from
+// src/kernels/norm.ts (defineShader's trees).
 
 override WG: u32 = 256;
 override TC: u32 = 32;
@@ -42,11 +44,7 @@ fn ln_forward(
   var s = 0.0;
   for (var c = lid; c < C; c += WG) { s += f32(lnf_x[base + c]) - shift; }
   lnf_red[lid] = s;
-  workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (lid < k) { lnf_red[lid] += lnf_red[lid + k]; }
-    workgroupBarrier();
-  }
+  lnf_sum(lid);
   let mean = shift + lnf_red[0] / f32(C);
   workgroupBarrier();
   var q = 0.0;
@@ -55,11 +53,7 @@ fn ln_forward(
     q += d * d;
   }
   lnf_red[lid] = q;
-  workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (lid < k) { lnf_red[lid] += lnf_red[lid + k]; }
-    workgroupBarrier();
-  }
+  lnf_sum(lid);
   let rstd = 1.0 / sqrt(lnf_red[0] / f32(C) + lnf_p.eps);
   for (var c = lid; c < C; c += WG) {
     lnf_y[base + c] = dt_y((f32(lnf_x[base + c]) - mean) * rstd * lnf_w[c] + lnf_b[c]);
@@ -102,14 +96,7 @@ fn ln_dx(
   }
   lndx_r1[lid] = s1;
   lndx_r2[lid] = s2;
-  workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (lid < k) {
-      lndx_r1[lid] += lndx_r1[lid + k];
-      lndx_r2[lid] += lndx_r2[lid + k];
-    }
-    workgroupBarrier();
-  }
+  lndx_sum(lid);
   let m1 = lndx_r1[0] / f32(C);
   let m2 = lndx_r2[0] / f32(C);
   for (var c = lid; c < C; c += WG) {
@@ -147,14 +134,7 @@ fn ln_dwb_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_i
   let t = lid.y * TC + lid.x;
   lnp_rw[t] = aw;
   lnp_rb[t] = ab;
-  workgroupBarrier();
-  for (var k = TR / 2u; k > 0u; k >>= 1u) {
-    if (lid.y < k) {
-      lnp_rw[t] += lnp_rw[t + k * TC];
-      lnp_rb[t] += lnp_rb[t + k * TC];
-    }
-    workgroupBarrier();
-  }
+  lnp_sum(lid.y, t);
   if (lid.y == 0u && c < C) {
     lnp_partial[chunk * C + c] = lnp_rw[lid.x];
     lnp_partial[(lnp_p.chunks + chunk) * C + c] = lnp_rb[lid.x];
@@ -168,7 +148,7 @@ fn ln_dwb_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_i
 // out[c] = sum_k partial[first + k * C + c]: consecutive threads read consecutive columns.
 @compute @workgroup_size(WG)
 fn ln_dwb_reduce(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let c = gid.x + gid.y * nwg.x * WG;
+  let c = sl_flat_index(gid, nwg, WG);
   if (c >= lnr_p.C) { return; }
   var s = 0.0;
   for (var k = 0u; k < lnr_p.chunks; k++) { s += lnr_partial[lnr_p.first + k * lnr_p.C + c]; }

@@ -7,13 +7,10 @@
 // clip_finalize: partial [P] (read) -> norm [1] = sqrt(sum partial), coef [1] =
 //                min(1, max_norm / (norm + 1e-6)). A single workgroup.
 // scale_inplace: coef [1] (read), x [n] (read_write): x *= coef[0]. One thread = one element.
-// Bindings: inputs (read), outputs (read_write), the uniform struct last.
+// Bindings: inputs (read), outputs (read_write), the uniform struct last. The tree reductions
+// (ss_sum, cf_sum) and adamw_multi's slots are generated from src/kernels/optim.ts.
 
 override WG: u32 = 256;
-
-fn linear_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
 
 @group(0) @binding(0) var<storage, read> adamw_g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> adamw_param: array<f32>;
@@ -26,7 +23,7 @@ fn linear_index(gid: vec3u, nwg: vec3u) -> u32 {
 // p -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), step_size = lr / (1 - beta1^t).
 @compute @workgroup_size(WG)
 fn adamw(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= adamw_p.n) { return; }
   let g = adamw_g[i];
   let p = adamw_param[i] * adamw_p.decay;
@@ -53,11 +50,7 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_in
     s += x * x;
   }
   ss_r[lid] = s;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h >>= 1u) {
-    if (lid < h) { ss_r[lid] += ss_r[lid + h]; }
-    workgroupBarrier();
-  }
+  ss_sum(lid);
   if (lid == 0u) { ss_partial[ss_p.first + k] = ss_r[0]; }
 }
 
@@ -73,11 +66,7 @@ fn clip_finalize(@builtin(local_invocation_index) lid: u32) {
   var s = 0.0;
   for (var k = lid; k < cf_p.P; k += WG) { s += cf_partial[k]; }
   cf_r[lid] = s;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h >>= 1u) {
-    if (lid < h) { cf_r[lid] += cf_r[lid + h]; }
-    workgroupBarrier();
-  }
+  cf_sum(lid);
   if (lid == 0u) {
     let norm = sqrt(cf_r[0]);
     cf_norm[0] = norm;
@@ -91,36 +80,20 @@ fn clip_finalize(@builtin(local_invocation_index) lid: u32) {
 
 @compute @workgroup_size(WG)
 fn scale_inplace(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= sc_p.n) { return; }
   sc_x[i] = sc_x[i] * sc_coef[0];
 }
 
-// ---- adamw_multi: up to 7 parameter tensors in one dispatch ----
+// ---- adamw_multi: up to ADAMW_SLOTS (7) parameter tensors in one dispatch ----
 // g0..g6 (read), p0..p6 (read_write): the slots' gradients and parameters (unused slots bind
 // 4-byte dummies); m, v (read_write): the optimizer's packed exp_avg / exp_avg_sq, bound as the
 // window that holds these slots, slot k's elements at o_k. Workgroups from start_k on update slot
 // k (so a workgroup never straddles two slots); unused slots have start 0xffffffff. Same update
 // and order of operations as adamw above; the per-slot step size and bias correction follow each
-// tensor's own step count.
-
-@group(0) @binding(0) var<storage, read> am_g0: array<f32>;
-@group(0) @binding(1) var<storage, read> am_g1: array<f32>;
-@group(0) @binding(2) var<storage, read> am_g2: array<f32>;
-@group(0) @binding(3) var<storage, read> am_g3: array<f32>;
-@group(0) @binding(4) var<storage, read> am_g4: array<f32>;
-@group(0) @binding(5) var<storage, read> am_g5: array<f32>;
-@group(0) @binding(6) var<storage, read> am_g6: array<f32>;
-@group(0) @binding(7) var<storage, read_write> am_p0: array<f32>;
-@group(0) @binding(8) var<storage, read_write> am_p1: array<f32>;
-@group(0) @binding(9) var<storage, read_write> am_p2: array<f32>;
-@group(0) @binding(10) var<storage, read_write> am_p3: array<f32>;
-@group(0) @binding(11) var<storage, read_write> am_p4: array<f32>;
-@group(0) @binding(12) var<storage, read_write> am_p5: array<f32>;
-@group(0) @binding(13) var<storage, read_write> am_p6: array<f32>;
-@group(0) @binding(14) var<storage, read_write> am_m: array<f32>;
-@group(0) @binding(15) var<storage, read_write> am_v: array<f32>;
-@group(0) @binding(16) var<uniform> am_p: AdamWMultiParams;
+// tensor's own step count. WGSL has no arrays of storage bindings, so the bindings (am_g*, am_p*,
+// am_m, am_v, am_p) and am_slots, the switch over the slots, are generated from one template in
+// src/kernels/optim.ts.
 
 // The new parameter value; updates m[o] and v[o] in place.
 fn am_update(g: f32, p0: f32, o: u32, step_size: f32, bc2_sqrt: f32) -> f32 {
@@ -140,57 +113,5 @@ fn adamw_multi(
 ) {
   // The slot from the workgroup index, not the thread's: uniform across the workgroup, so a
   // CPU adapter's SIMD loop runs only that slot's case (a per-lane switch would run all seven).
-  let w = wid.x + wid.y * nwg.x;
-  var k = 0u;
-  if (w >= am_p.start1) { k = 1u; }
-  if (w >= am_p.start2) { k = 2u; }
-  if (w >= am_p.start3) { k = 3u; }
-  if (w >= am_p.start4) { k = 4u; }
-  if (w >= am_p.start5) { k = 5u; }
-  if (w >= am_p.start6) { k = 6u; }
-  switch k {
-    case 0u: {
-      let j = w * WG + lid;
-      if (j < am_p.n0) {
-        am_p0[j] = am_update(am_g0[j], am_p0[j], am_p.o0 + j, am_p.ss0, am_p.bc0);
-      }
-    }
-    case 1u: {
-      let j = (w - am_p.start1) * WG + lid;
-      if (j < am_p.n1) {
-        am_p1[j] = am_update(am_g1[j], am_p1[j], am_p.o1 + j, am_p.ss1, am_p.bc1);
-      }
-    }
-    case 2u: {
-      let j = (w - am_p.start2) * WG + lid;
-      if (j < am_p.n2) {
-        am_p2[j] = am_update(am_g2[j], am_p2[j], am_p.o2 + j, am_p.ss2, am_p.bc2);
-      }
-    }
-    case 3u: {
-      let j = (w - am_p.start3) * WG + lid;
-      if (j < am_p.n3) {
-        am_p3[j] = am_update(am_g3[j], am_p3[j], am_p.o3 + j, am_p.ss3, am_p.bc3);
-      }
-    }
-    case 4u: {
-      let j = (w - am_p.start4) * WG + lid;
-      if (j < am_p.n4) {
-        am_p4[j] = am_update(am_g4[j], am_p4[j], am_p.o4 + j, am_p.ss4, am_p.bc4);
-      }
-    }
-    case 5u: {
-      let j = (w - am_p.start5) * WG + lid;
-      if (j < am_p.n5) {
-        am_p5[j] = am_update(am_g5[j], am_p5[j], am_p.o5 + j, am_p.ss5, am_p.bc5);
-      }
-    }
-    case 6u: {
-      let j = (w - am_p.start6) * WG + lid;
-      if (j < am_p.n6) {
-        am_p6[j] = am_update(am_g6[j], am_p6[j], am_p.o6 + j, am_p.ss6, am_p.bc6);
-      }
-    }
-    default: {}
-  }
+  am_slots(wid.x + wid.y * nwg.x, lid);
 }

@@ -2,7 +2,8 @@
 // of x[r, c]).
 // Bindings: x (read, dt_x), out (read_write, dt_out), ReduceParams last; sums in f32.
 // Grid: (ceil(C / CT) folded into x and z past 65535, S). One workgroup = CT columns x one split of `chunk` rows; one thread =
-// one column, striding over the split's rows by RT, then a shared-memory tree over the RT lanes.
+// one column, striding over the split's rows by RT, then a shared-memory tree over the RT lanes
+// (colsum_tree, generated from src/kernels/reduce.ts).
 // A full sum is the case C = 1 (CT = 1, all 256 threads on rows, reading consecutive addresses).
 // The launcher reduces R rows to S partial rows, then the partials to one row (two stages).
 
@@ -34,14 +35,9 @@ fn colsum(
       acc += f32(colsum_x[r * colsum_p.C + col]);
     }
   }
-  colsum_sh[lid.y * CT + lid.x] = acc;
-  workgroupBarrier();
-  for (var s = RT / 2u; s > 0u; s >>= 1u) {
-    if (lid.y < s) {
-      colsum_sh[lid.y * CT + lid.x] += colsum_sh[(lid.y + s) * CT + lid.x];
-    }
-    workgroupBarrier();
-  }
+  let t = lid.y * CT + lid.x;
+  colsum_sh[t] = acc;
+  colsum_tree(lid.y, t);
   if (lid.y == 0u && col < colsum_p.C) {
     colsum_out[wid.y * colsum_p.C + col] = dt_out(colsum_p.alpha * colsum_sh[lid.x]);
   }

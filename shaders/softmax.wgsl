@@ -1,7 +1,8 @@
 // Softmax over the last dim of a row-major [rows, cols] array.
 // Bindings: inputs (read), output (read_write), SoftmaxParams last.
 // One workgroup = one row (rows folded into y past 65535); one thread = a stride-WG slice of the
-// row, combined by shared-memory trees. Rows of any length: threads loop over the columns.
+// row, combined by shared-memory trees (softmax_max, softmax_sum, softmax_grad_sum, generated
+// from src/kernels/softmax.ts). Rows of any length: threads loop over the columns.
 
 override WG: u32 = 256;
 
@@ -29,21 +30,13 @@ fn softmax(
   var m = bitcast<f32>(0xff7fffffu); // -FLT_MAX
   for (var j = t; j < softmax_p.cols; j += WG) { m = max(m, softmax_x[base + j]); }
   softmax_sh[t] = m;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { softmax_sh[t] = max(softmax_sh[t], softmax_sh[t + s]); }
-    workgroupBarrier();
-  }
+  softmax_max(t);
   let rowMax = softmax_sh[0];
   workgroupBarrier();
   var acc = 0.0;
   for (var j = t; j < softmax_p.cols; j += WG) { acc += exp(softmax_x[base + j] - rowMax); }
   softmax_sh[t] = acc;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { softmax_sh[t] += softmax_sh[t + s]; }
-    workgroupBarrier();
-  }
+  softmax_sum(t);
   let inv = 1.0 / softmax_sh[0];
   for (var j = t; j < softmax_p.cols; j += WG) {
     softmax_y[base + j] = exp(softmax_x[base + j] - rowMax) * inv;
@@ -73,11 +66,7 @@ fn softmax_grad(
     acc += softmax_grad_g[base + j] * softmax_grad_y[base + j];
   }
   softmax_grad_sh[t] = acc;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { softmax_grad_sh[t] += softmax_grad_sh[t + s]; }
-    workgroupBarrier();
-  }
+  softmax_grad_sum(t);
   let dot = softmax_grad_sh[0];
   for (var j = t; j < softmax_grad_p.cols; j += WG) {
     softmax_grad_out[base + j] = softmax_grad_y[base + j] * (softmax_grad_g[base + j] - dot);

@@ -20,7 +20,7 @@ const naive = defineShader('naive', {
   NaiveAttnParams: { N: 'u32', heads: 'u32', hd: 'u32', scale: 'f32' },
   NaiveRowsParams: { rows: 'u32', cols: 'u32' },
   NaiveLnParams: { rows: 'u32', C: 'u32', eps: 'f32' },
-}, NAIVE_DIR);
+}, { dir: NAIVE_DIR });
 
 const k = (name: string, params: string, bindings: string[]): Kernel =>
   naive.kernel({ name: `naive.${name}`, entry: `naive_${name}`, params, bindings,
@@ -86,7 +86,7 @@ export function naiveLayerNorm(gpu: Gpu, x: GPUBuffer, w: GPUBuffer, b: GPUBuffe
 const ceiling = defineShader('ceiling', {
   CeilFmaParams: { threads: 'u32', iters: 'u32', m: 'f32', c: 'f32' },
   CeilCopyParams: { n4: 'u32' },
-}, NAIVE_DIR);
+}, { dir: NAIVE_DIR });
 
 const fmaK = ceiling.kernel({ name: 'ceiling.fma', entry: 'ceil_fma', params: 'CeilFmaParams',
   bindings: ['out'], overrides: { WG } });

@@ -1,6 +1,7 @@
 /** Launchers for shaders/attention.wgsl (flash-style multi-head attention, forward + backward). */
 import { defineShader, type Kernel } from '../gpu/kernel.js';
 import type { BufferRef, Gpu } from '../gpu/runtime.js';
+import { copyCols } from './copy.js';
 
 const WG = 256;
 /** Threads per row; a thread owns up to MAXDT (16, in the shader) dims of a head. */
@@ -29,7 +30,7 @@ export const attentionShader = defineShader('attention', {
     s2: 'u32',
     o2: 'u32',
   },
-  ColsParams: { rows: 'u32', cols: 'u32', si: 'u32', oi: 'u32', so: 'u32', oo: 'u32' },
+  ColsParams: { rows: 'u32', cols: 'u32', so: 'u32', oo: 'u32' },
 });
 
 export const attnFwdKernel = attentionShader.kernel({
@@ -63,15 +64,6 @@ export const attnBwdKVKernel = attentionShader.kernel({
   params: 'AttnParams',
   bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dkv'],
   types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g', dkv: 'dt_out' },
-});
-
-export const attnColsKernel = attentionShader.kernel({
-  name: 'attention.cols',
-  entry: 'attn_cols',
-  params: 'ColsParams',
-  bindings: ['src', 'dst'],
-  overrides: { WG },
-  types: { src: 'dt_in', dst: 'dt_out' },
 });
 
 /** The same passes without workgroup memory (attn_*_regs in the shader), for CPU adapters. */
@@ -236,49 +228,53 @@ function grid(gpu: Gpu, rows: number, BR: number, BH: number): [number, number, 
   return [Math.ceil(rows / BR), gy, gz];
 }
 
+/** The regs kernel of `which` (4 query rows per thread). */
+function runRegs(gpu: Gpu, which: Which, d: AttnDims, rows: number, buffers: BufferRef[],
+  p: Record<string, number>): void {
+  gpu.run(REGS[which], {
+    buffers,
+    params: p,
+    grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), REGS_WG),
+    overrides: { HD: d.hd, WG: REGS_WG },
+  });
+}
+
 function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
   buffers: BufferRef[], p: Record<string, number>): void {
   if (usesRegs(gpu, d)) {
+    const oi = which === 'fwd' ? 3 : 6;
+    const out = buffers[oi];
+    if (gpu.pool.dtypeOf(out.buffer) !== 'f16') {
+      runRegs(gpu, which, d, rows, buffers, p);
+      return;
+    }
     // The regs kernels accumulate in their output rows across key blocks: an f16 output gets an
     // f32 stand-in (accumulators stay f32), whose rows are then converted. The stand-in holds only
     // the columns written, packed ([rows, views * C]), not the output's whole strided span: a
     // packed qkv gradient in f32 would pass the binding limit where its f16 original does not.
-    const oi = which === 'fwd' ? 3 : 6;
-    const out = buffers[oi];
-    const f16 = gpu.pool.dtypeOf(out.buffer) === 'f16';
-    const bufs = [...buffers];
-    const pr = { ...p };
     const C = d.heads * d.hd;
     const views: ['so' | 's1' | 's2', 'oo' | 'o1' | 'o2'][] =
       which === 'fwd' ? [['so', 'oo']] : which === 'q' ? [['s1', 'o1']] : [['s1', 'o1'], ['s2', 'o2']];
     const width = views.length * C;
-    let scratch: GPUBuffer | null = null;
-    if (f16) {
-      const span = d.B * rows * width * 4;
-      const max = gpu.limits.maxStorageBufferBindingSize;
-      if (span > max) {
-        throw new Error(`attention: f32 stand-in of ${span} bytes, above maxStorageBufferBindingSize ${max}`);
-      }
-      scratch = gpu.alloc(span, 'attention.f32_out');
-      bufs[oi] = { buffer: scratch, offset: 0, size: span };
-      views.forEach(([st, of], i) => {
-        pr[st] = width;
-        pr[of] = i * C;
-      });
+    const span = d.B * rows * width * 4;
+    const max = gpu.limits.maxStorageBufferBindingSize;
+    if (span > max) {
+      throw new Error(`attention: f32 stand-in of ${span} bytes, above maxStorageBufferBindingSize ${max}`);
     }
-    gpu.run(REGS[which], {
-      buffers: bufs,
-      params: pr,
-      grid: gpu.grid(d.B * d.heads * Math.ceil(rows / 4), REGS_WG),
-      overrides: { HD: d.hd, WG: REGS_WG },
+    const scratch = gpu.alloc(span, 'attention.f32_out');
+    const bufs = [...buffers];
+    bufs[oi] = { buffer: scratch, offset: 0, size: span };
+    const pr = { ...p };
+    views.forEach(([st, of], i) => {
+      pr[st] = width;
+      pr[of] = i * C;
     });
-    if (scratch) {
-      views.forEach(([st, of], i) => {
-        copyColumns(gpu, { buffer: scratch, stride: width, offset: i * C },
-          { buffer: out.buffer, stride: p[st], offset: p[of] }, d.B * rows, C);
-      });
-      gpu.free(scratch);
-    }
+    runRegs(gpu, which, d, rows, bufs, pr);
+    views.forEach(([st, of], i) => {
+      copyColumns(gpu, { buffer: scratch, stride: width, offset: i * C },
+        { buffer: out.buffer, stride: p[st], offset: p[of] }, d.B * rows, C);
+    });
+    gpu.free(scratch);
     return;
   }
   const { BR, BC } = d.tiles ?? attentionTiles(gpu, which, d.hd);
@@ -391,7 +387,10 @@ export function attentionBackwardKV(
   run(gpu, attnBwdKVKernel, 'kv', d, d.Nk, bufs, p);
 }
 
-/** dst row r, columns [0, cols) = src row r, the same columns (strided views, `rows` rows). */
+/**
+ * dst row r, columns [0, cols) = src row r, the same columns (strided views, `rows` rows): copy's
+ * cols kernel over the views' bound ranges.
+ */
 export function copyColumns(
   gpu: Gpu,
   src: RowView,
@@ -399,12 +398,9 @@ export function copyColumns(
   rows: number,
   cols: number,
 ): void {
-  const n = rows * cols;
-  gpu.run(attnColsKernel, {
-    buffers: [bind(gpu, src, rows, cols, 'src'), bind(gpu, dst, rows, cols, 'dst')],
-    params: { rows, cols, si: src.stride, oi: src.offset, so: dst.stride, oo: dst.offset },
-    grid: gpu.grid(n, WG),
-  });
+  const x = bind(gpu, src, rows, cols, 'src');
+  const out = bind(gpu, dst, rows, cols, 'dst');
+  copyCols(gpu, x, out, rows, cols, src.stride, src.offset, dst.stride, dst.offset);
 }
 
 export const attnZeroColsKernel = attentionShader.kernel({
@@ -421,7 +417,7 @@ export function zeroColumns(gpu: Gpu, dst: RowView, rows: number, cols: number):
   const n = rows * cols;
   gpu.run(attnZeroColsKernel, {
     buffers: [bind(gpu, dst, rows, cols, 'dst')],
-    params: { rows, cols, si: 0, oi: 0, so: dst.stride, oo: dst.offset },
+    params: { rows, cols, so: dst.stride, oo: dst.offset },
     grid: gpu.grid(n, WG),
   });
 }

@@ -123,7 +123,7 @@ export const convFwdKernel = conv.kernel({
   params: 'ConvParams',
   bindings: ['x', 'weight', 'bias', 'y'],
   overrides: tiles,
-  types: { x: 'dt_x', weight: 'dt_w', bias: 'dt_bias', y: 'dt_y' },
+  types: { x: 'dt_a', weight: 'dt_w', bias: 'dt_bias', y: 'dt_y' },
 });
 
 export const convDxKernel = conv.kernel({
@@ -132,16 +132,16 @@ export const convDxKernel = conv.kernel({
   params: 'ConvParams',
   bindings: ['dy', 'weight', 'dx'],
   overrides: tiles,
-  types: { dy: 'dt_dy', weight: 'dt_w', dx: 'dt_dx' },
+  types: { dy: 'dt_a', weight: 'dt_w', dx: 'dt_dx' },
 });
 
 export const convDwKernel = conv.kernel({
   name: 'conv.dw',
   entry: 'conv_dw',
   params: 'ConvParams',
-  bindings: ['dy', 'x', 'dw'],
+  bindings: ['x', 'dy', 'dw'],
   overrides: tiles,
-  types: { dy: 'dt_dy', x: 'dt_x', dw: 'dt_dw' },
+  types: { x: 'dt_a', dy: 'dt_dy', dw: 'dt_dw' },
 });
 
 export const colsumKernel = conv.kernel({
@@ -332,13 +332,13 @@ export function conv2dBackwardWeight(
   if (grid[1] > maxG || s > maxG) throw new Error(`conv2d dW: grid ${grid} too large`);
   const p = params(d, { chunk });
   if (s === 1) {
-    gpu.run(convDwKernel, { buffers: [dy, x, dw], params: p, grid });
+    gpu.run(convDwKernel, { buffers: [x, dy, dw], params: p, grid });
     return;
   }
   const n = d.cout * kk;
   checkBinding(gpu, 'conv2d dW partials', s * n);
   const scratch = gpu.alloc(s * n * 4, 'conv.dw.partials');
-  gpu.run(convDwKernel, { buffers: [dy, x, scratch], params: p, grid });
+  gpu.run(convDwKernel, { buffers: [x, dy, scratch], params: p, grid });
   colsum(gpu, scratch, dw, s, n);
   gpu.free(scratch);
 }

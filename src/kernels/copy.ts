@@ -1,6 +1,6 @@
 /** Launchers for shaders/copy.wgsl. */
 import { defineShader } from '../gpu/kernel.js';
-import type { Gpu } from '../gpu/runtime.js';
+import type { BufferRef, Gpu } from '../gpu/runtime.js';
 import { storageBytes } from '../util/f16.js';
 import { cast } from './elementwise.js';
 
@@ -164,12 +164,12 @@ export function permute(
 
 /**
  * out[r, outOff + j] = x[r, inOff + j] for r < rows, j < count; x is [rows, inC], out [rows, outC].
- * Other columns of out are left as they are.
+ * Other columns of out are left as they are. x and out may be bound ranges (strided views).
  */
 export function copyCols(
   gpu: Gpu,
-  x: GPUBuffer,
-  out: GPUBuffer,
+  x: GPUBuffer | BufferRef,
+  out: GPUBuffer | BufferRef,
   rows: number,
   count: number,
   inC: number,

@@ -5,7 +5,7 @@
  * regenerates the same mask and nothing is stored.
  */
 import type { Gpu } from '../gpu/runtime.js';
-import { type DropoutSpec, matmul } from './matmul.js';
+import { type DropoutSpec, type MatmulActivation, matmul } from './matmul.js';
 
 export interface LoraDims {
   rows: number;
@@ -24,14 +24,21 @@ export function loraDown(
   });
 }
 
-/** Pass 2: y = x · Wᵀ + bias + scale · t · Bᵀ in one kernel. */
+/** Epilogue fusions of a LoRA product (see MatmulCall.residual / activation). */
+export interface LoraEpilogue {
+  residual?: GPUBuffer | null;
+  activation?: MatmulActivation | null;
+}
+
+/** Pass 2: y = x · Wᵀ + bias + scale · t · Bᵀ (+ residual, then GELU) in one kernel. */
 export function loraUp(
   gpu: Gpu, x: GPUBuffer, w: GPUBuffer, bias: GPUBuffer | null, t: GPUBuffer, b: GPUBuffer,
-  y: GPUBuffer, d: LoraDims, scale: number,
+  y: GPUBuffer, d: LoraDims, scale: number, epi: LoraEpilogue = {},
 ): void {
   matmul(gpu, {
     a: x, b: w, c: y, M: d.rows, N: d.outF, K: d.inF, transB: true, bias,
     lowRank: { t, l: b, rank: d.rank, scale, lTransposed: false },
+    residual: epi.residual, activation: epi.activation,
   });
 }
 
@@ -40,14 +47,18 @@ export function loraProject(gpu: Gpu, g: GPUBuffer, b: GPUBuffer, u: GPUBuffer, 
   matmul(gpu, { a: g, b, c: u, M: d.rows, N: d.rank, K: d.outF });
 }
 
-/** dx = g · W + scale · mask ⊙ (u · A) in one kernel (mask at x's own element index). */
+/**
+ * dx = g · W + scale · mask ⊙ (u · A) in one kernel (mask at x's own element index); with
+ * `geluPre`, x was GELU's output and dx is taken on through gelu'(geluPre) in the same kernel.
+ */
 export function loraInputGrad(
   gpu: Gpu, g: GPUBuffer, w: GPUBuffer, u: GPUBuffer, a: GPUBuffer, dx: GPUBuffer, d: LoraDims,
-  scale: number, dropout: DropoutSpec | null,
+  scale: number, dropout: DropoutSpec | null, geluPre: GPUBuffer | null = null,
 ): void {
   matmul(gpu, {
     a: g, b: w, c: dx, M: d.rows, N: d.inF, K: d.outF,
     lowRank: { t: u, l: a, rank: d.rank, scale, lTransposed: true, mask: dropout },
+    activation: geluPre ? { kind: 'gelu-grad', pre: geluPre } : null,
   });
 }
 

@@ -1,5 +1,5 @@
 /** Launchers for shaders/loss.wgsl (fused sigmoid + Dice, BCE with logits). */
-import { defineShader } from '../gpu/kernel.js';
+import { defineShader, treeSum } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
 
 const WG = 256;
@@ -14,6 +14,13 @@ export const loss = defineShader('loss', {
   ChunkParams: { n: 'u32', chunk: 'u32' },
   SumParams: { P: 'u32', scale: 'f32' },
   BceGradParams: { n: 'u32', inv_n: 'f32' },
+}, {
+  trees: {
+    dp_sum: treeSum(['dp_r0', 'dp_r1', 'dp_r2']),
+    df_sum: treeSum(['df_r0', 'df_r1', 'df_r2']),
+    bp_sum: treeSum(['bp_r']),
+    sf_sum: treeSum(['sf_r']),
+  },
 });
 
 const k = (entry: string, params: string, bindings: string[]) =>

@@ -25,8 +25,11 @@ function tileShape(M: number, N: number): TileShape {
   if (M <= 16 && N > 64) return { WGX: 64, WGY: 4, BK: 8 };
   return { WGX, WGY, BK };
 }
-/** Kernel family for aligned operands: workgroup-memory tiles, or registers only. */
-export type MatmulPath = 'tiled' | 'regs';
+/**
+ * Kernel family for aligned operands: workgroup-memory tiles, registers only, or registers with
+ * the A operand shared across an 8-lane subgroup (matmul_sg: CPU adapters with subgroups).
+ */
+export type MatmulPath = 'tiled' | 'regs' | 'sg';
 
 /** Invocations per matmul_regs workgroup: one or two 8-lane SIMD rows of a CPU core. */
 const REGS_THREADS = 16;
@@ -54,8 +57,21 @@ function pow2(x: number): number {
  * Workgroup-memory tiles on GPUs. CPU adapters (lavapipe) run a workgroup as a SIMD loop over its
  * invocations, where barriers and shared-memory traffic cost more than the reuse they buy.
  */
-function defaultPath(gpu: Gpu): MatmulPath {
-  return gpu.info.cpuFallback ? 'regs' : 'tiled';
+function defaultPath(gpu: Gpu, M: number, N: number): MatmulPath {
+  if (!gpu.info.cpuFallback) return 'tiled';
+  return sgCapable(gpu) && M >= SG_MIN && N >= SG_MIN ? 'sg' : 'regs';
+}
+
+/**
+ * matmul_sg: one 8-invocation workgroup (one SIMD row of a CPU core, so one subgroup when the
+ * adapter's subgroups have at least 8 lanes) per 32x32 block of C. Below SG_MIN rows or columns
+ * (LoRA's rank side) most of that block would be idle: matmul_regs' 4-wide blocks waste less.
+ */
+const SG_SHAPE: RegsShape = { WGX: 1, WGY: 1, BK: 4, TM: 32, TN: 32 };
+const SG_MIN = 16;
+
+export function sgCapable(gpu: Gpu): boolean {
+  return gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
 }
 
 /** CPU split-K: only to give the cores at least 8 workgroups, in slices of 128 or more. */
@@ -96,13 +112,23 @@ export const matmulFamily = defineShader('matmul', {
   ColsumParams: { R: 'u32', N: 'u32', rowsPerGroup: 'u32' },
 });
 
+/** Storage bindings of every matmul entry point (they share the epilogue, mm_put). */
+const MM_BINDINGS = ['a', 'b', 'bias', 'lt', 'lr', 'c', 'aux', 'c2'];
+const MM_TYPES = {
+  a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c', aux: 'dt_aux',
+  c2: 'dt_c2',
+};
+/** Epilogue fusions off (MM_ACT codes: see mm_put in the shader). */
+const MM_EPILOGUE = { MM_RES: 0, MM_ACT: 0 };
+const MM_ACT = { gelu: 1, 'gelu-pair': 2, 'gelu-grad': 3 } as const;
+
 export const matmulKernel = matmulFamily.kernel({
   name: 'matmul.tiled',
   entry: 'matmul',
   params: 'MatmulParams',
-  bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
-  overrides: { WGX, WGY, BK },
-  types: { a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c' },
+  bindings: MM_BINDINGS,
+  overrides: { WGX, WGY, BK, ...MM_EPILOGUE },
+  types: MM_TYPES,
 });
 
 /** The same product with vec4 loads of a and b (see matmul_v4 in the shader). */
@@ -110,9 +136,9 @@ export const matmulV4Kernel = matmulFamily.kernel({
   name: 'matmul.tiled_v4',
   entry: 'matmul_v4',
   params: 'MatmulParams',
-  bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
-  overrides: { WGX, WGY, BK },
-  types: { a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c' },
+  bindings: MM_BINDINGS,
+  overrides: { WGX, WGY, BK, ...MM_EPILOGUE },
+  types: MM_TYPES,
 });
 
 /**
@@ -123,9 +149,30 @@ export const matmulRegsKernel = matmulFamily.kernel({
   name: 'matmul.regs',
   entry: 'matmul_regs',
   params: 'MatmulParams',
-  bindings: ['a', 'b', 'bias', 'lt', 'lr', 'c'],
-  overrides: { WGX: 8, WGY: 8, RG_TA: 0, RG_TB: 0, RG_2M: 1, RG_2N: 1, RG_DROP: 0 },
-  types: { a: 'dt_a', b: 'dt_b', bias: 'dt_bias', lt: 'dt_lt', lr: 'dt_lr', c: 'dt_c' },
+  bindings: MM_BINDINGS,
+  overrides: {
+    WGX: 8, WGY: 8, RG_TA: 0, RG_TB: 0, RG_2M: 1, RG_2N: 1, RG_DROP: 0, ...MM_EPILOGUE,
+  },
+  types: MM_TYPES,
+});
+
+/** matmul.wgsl with shaders/matmul_sg.wgsl appended behind `enable subgroups;`. */
+export const matmulSgFamily = defineShader('matmul', matmulFamily.structs, {
+  enables: ['subgroups'],
+  append: ['matmul_sg'],
+});
+
+/**
+ * matmul_regs with the A operand shared across the subgroup by shuffles (matmul_sg in
+ * shaders/matmul_sg.wgsl): CPU adapters with subgroups of 8 or more lanes (see sgCapable).
+ */
+export const matmulSgKernel = matmulSgFamily.kernel({
+  name: 'matmul.sg',
+  entry: 'matmul_sg',
+  params: 'MatmulParams',
+  bindings: MM_BINDINGS,
+  overrides: { RG_TA: 0, RG_TB: 0, RG_DROP: 0, SG_PLAIN: 0, ...MM_EPILOGUE },
+  types: MM_TYPES,
 });
 
 export const colsumKernel = matmulFamily.kernel({
@@ -191,6 +238,13 @@ export interface MatmulCall {
     lTransposed: boolean;
     mask?: DropoutSpec | null;
   } | null;
+  /**
+   * [batch, M, N] like C, added after everything above (a residual connection): C's type rounds
+   * the sum before it, as a separate add pass would see it.
+   */
+  residual?: GPUBuffer | null;
+  /** Exact GELU in the epilogue (applied last; see MatmulActivation). */
+  activation?: MatmulActivation | null;
   /** Number of K slices summed by a colsum pass; default chosen from the grid size. */
   splitK?: number;
   /** false forces scalar loads; by default vec4 loads are used when both operands are aligned. */
@@ -198,6 +252,19 @@ export interface MatmulCall {
   /** Kernel for aligned operands: default 'regs' on CPU adapters, 'tiled' on GPUs. */
   path?: MatmulPath;
 }
+
+/**
+ * GELU fused into a product's epilogue, v being the value C would otherwise get:
+ * - `gelu`: C = gelu(v);
+ * - `gelu-pair`: C = v and `out` = gelu(v) (an MLP's first layer while training: backward needs v);
+ * - `gelu-grad`: C = v * gelu'(`pre`) (the gradient through GELU of the next layer's input
+ *   gradient v, pre being GELU's input, [batch, M, N] like C).
+ * Each equals the separate elementwise pass over C's stored values, bit for bit.
+ */
+export type MatmulActivation =
+  | { kind: 'gelu' }
+  | { kind: 'gelu-pair'; out: GPUBuffer }
+  | { kind: 'gelu-grad'; pre: GPUBuffer };
 
 /**
  * A binding of exactly `elems` elements of the buffer's dtype (pool buffers may be larger; f16
@@ -244,15 +311,27 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   const ldb = transB ? K : N;
   const aligned = lda % 4 === 0 && ldb % 4 === 0 && sA % 4 === 0 && sB % 4 === 0;
   const vec4 = aligned && call.vec4 !== false;
-  const regs = vec4 && (call.path ?? defaultPath(gpu)) === 'regs';
-  const kernel = regs ? matmulRegsKernel : vec4 ? matmulV4Kernel : matmulKernel;
-  const shape: TileShape & Partial<RegsShape> = regs ? regsShape(M, N) : tileShape(M, N);
+  const path = vec4 ? (call.path ?? defaultPath(gpu, M, N)) : 'tiled';
+  if (path === 'sg' && !sgCapable(gpu)) {
+    throw new Error("matmul: path 'sg' needs the 'subgroups' feature with subgroups of 8 or more");
+  }
+  const sg = path === 'sg';
+  const regs = path === 'regs' || sg;
+  const kernel =
+    sg ? matmulSgKernel : regs ? matmulRegsKernel : vec4 ? matmulV4Kernel : matmulKernel;
+  const shape: TileShape & Partial<RegsShape> =
+    sg ? SG_SHAPE : regs ? regsShape(M, N) : tileShape(M, N);
   const BM = shape.WGY * (shape.TM ?? RM);
   const BN = shape.WGX * (shape.TN ?? RN);
   const tilesM = Math.ceil(M / BM);
   const tilesN = Math.ceil(N / BN);
   const maxG = gpu.limits.maxComputeWorkgroupsPerDimension;
-  const canSplit = !call.bias && beta === 0 && !lr;
+  const act = call.activation ?? null;
+  const res = call.residual ?? null;
+  if (res && act?.kind === 'gelu-grad') {
+    throw new Error('matmul: a residual and gelu-grad both need the aux binding; pick one');
+  }
+  const canSplit = !call.bias && beta === 0 && !lr && !act && !res;
   const autoSplit = regs ? chooseSplitCpu : chooseSplit;
   let nSplit = canSplit ? (call.splitK ?? autoSplit(tilesM * tilesN * batch, K)) : 1;
   let kChunk = K;
@@ -264,12 +343,19 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
     throw new Error(`matmul: grid ${tilesN}x${tilesM}x${batch * nSplit} exceeds ${maxG}`);
   }
   const dropOn = call.dropout && call.dropout.p > 0 ? (call.dropout.operand === 'a' ? 1 : 2) : 0;
-  const overrides: Record<string, number> = regs
+  const overrides: Record<string, number> = sg
+    ? {
+        RG_TA: transA ? 1 : 0, RG_TB: transB ? 1 : 0, RG_DROP: dropOn,
+        SG_PLAIN: !call.bias && beta === 0 && !lr && !call.activation && !call.residual ? 1 : 0,
+      }
+    : regs
     ? {
         WGX: shape.WGX, WGY: shape.WGY, RG_TA: transA ? 1 : 0, RG_TB: transB ? 1 : 0,
         RG_2M: shape.TM === 8 ? 1 : 0, RG_2N: shape.TN === 8 ? 1 : 0, RG_DROP: dropOn,
       }
     : { WGX: shape.WGX, WGY: shape.WGY, BK: shape.BK };
+  if (act) overrides.MM_ACT = MM_ACT[act.kind];
+  if (res) overrides.MM_RES = 1;
 
   const aElems = (batch - 1) * sA + M * K;
   const bElems = (batch - 1) * sB + K * N;
@@ -307,23 +393,33 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   const outElems = batch * M * N;
   if (nSplit === 1) {
     const c = bind(gpu, call.c, outElems, 'C');
+    const auxBuf = res ?? (act?.kind === 'gelu-grad' ? act.pre : null);
+    const aux = auxBuf ? bind(gpu, auxBuf, outElems, res ? 'residual' : 'GELU input') : a;
+    // A writable binding may not alias another binding: an unused c2 gets a scratch word.
+    const scratch = act?.kind === 'gelu-pair' ? null : gpu.alloc(4, 'matmul.c2-unused');
+    const c2 = act?.kind === 'gelu-pair'
+      ? bind(gpu, act.out, outElems, 'GELU output')
+      : { buffer: scratch!, size: 4 };
     gpu.run(kernel, {
-      buffers: [a, b, bias, lt, ll, c],
+      buffers: [a, b, bias, lt, ll, c, aux, c2],
       params,
       grid: [tilesN, tilesM, batch],
       overrides,
     });
+    if (scratch) gpu.free(scratch);
     return;
   }
   // Partials [nSplit, batch, M, N], then one column sum over the slices.
   const tmp = gpu.alloc(nSplit * outElems * 4, 'matmul.splitK');
   const part = bind(gpu, tmp, nSplit * outElems, 'split-K partials');
+  const scratch = gpu.alloc(4, 'matmul.c2-unused');
   gpu.run(kernel, {
-    buffers: [a, b, bias, lt, ll, part],
+    buffers: [a, b, bias, lt, ll, part, a, { buffer: scratch, size: 4 }],
     params,
     grid: [tilesN, tilesM, batch * nSplit],
     overrides,
   });
+  gpu.free(scratch);
   colsum(gpu, tmp, call.c, nSplit, outElems);
   gpu.free(tmp);
 }

@@ -1,5 +1,5 @@
 /** Launchers for shaders/norm.wgsl (layer norm over the last dim, forward and backward). */
-import { defineShader } from '../gpu/kernel.js';
+import { defineShader, treeSum } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
 
 /** Column tile x row lanes of the dweight/dbias partial-sum kernel (256 threads). */
@@ -14,6 +14,13 @@ export const norm = defineShader('norm', {
   LnParams: { rows: 'u32', C: 'u32', eps: 'f32' },
   LnPartialParams: { rows: 'u32', C: 'u32', rows_per_chunk: 'u32', chunks: 'u32' },
   LnReduceParams: { C: 'u32', chunks: 'u32', first: 'u32' },
+}, {
+  trees: {
+    lnf_sum: treeSum(['lnf_red']),
+    lndx_sum: treeSum(['lndx_r1', 'lndx_r2']),
+    // dweight/dbias partials: the TR row lanes of each of the TC columns.
+    lnp_sum: treeSum(['lnp_rw', 'lnp_rb'], 'TR', 'TC'),
+  },
 });
 
 export const lnForwardKernel = norm.kernel({

@@ -1,5 +1,5 @@
 /** Launchers for shaders/optim.wgsl (fused AdamW update, global gradient-norm clipping). */
-import { type StructFields, defineShader } from '../gpu/kernel.js';
+import { type StructFields, defineShader, treeSum } from '../gpu/kernel.js';
 import type { BufferRef, Gpu } from '../gpu/runtime.js';
 
 const WG = 256;
@@ -27,6 +27,41 @@ function multiFields(): StructFields {
   return f;
 }
 
+/**
+ * adamw_multi's slot code (WGSL has no arrays of storage bindings): every binding, and am_slots,
+ * which picks workgroup w's slot (the last whose start is <= w) and updates element lid of it.
+ * One template for all ADAMW_SLOTS slots.
+ */
+function multiSlotsWgsl(): string {
+  const ks = [...Array(ADAMW_SLOTS).keys()];
+  const slotCase = (k: number) => [
+    `    case ${k}u: {`,
+    `      let j = ${k === 0 ? 'w' : `(w - am_p.start${k})`} * WG + lid;`,
+    `      if (j < am_p.n${k}) {`,
+    `        am_p${k}[j] = am_update(am_g${k}[j], am_p${k}[j], am_p.o${k} + j, am_p.ss${k}, ` +
+      `am_p.bc${k});`,
+    '      }',
+    '    }',
+  ];
+  const storage = (b: number, name: string, access: string) =>
+    `@group(0) @binding(${b}) var<storage, ${access}> ${name}: array<f32>;`;
+  return [
+    ...ks.map((k) => storage(k, `am_g${k}`, 'read')),
+    ...ks.map((k) => storage(ADAMW_SLOTS + k, `am_p${k}`, 'read_write')),
+    storage(2 * ADAMW_SLOTS, 'am_m', 'read_write'),
+    storage(2 * ADAMW_SLOTS + 1, 'am_v', 'read_write'),
+    `@group(0) @binding(${2 * ADAMW_SLOTS + 2}) var<uniform> am_p: AdamWMultiParams;`,
+    'fn am_slots(w: u32, lid: u32) {',
+    '  var k = 0u;',
+    ...ks.slice(1).map((k) => `  if (w >= am_p.start${k}) { k = ${k}u; }`),
+    '  switch k {',
+    ...ks.flatMap(slotCase),
+    '    default: {}',
+    '  }',
+    '}',
+  ].join('\n');
+}
+
 export const optim = defineShader('optim', {
   AdamWMultiParams: multiFields(),
   AdamWParams: {
@@ -42,6 +77,9 @@ export const optim = defineShader('optim', {
   SumSqParams: { n: 'u32', chunk: 'u32', first: 'u32' },
   ClipParams: { P: 'u32', max_norm: 'f32' },
   ScaleParams: { n: 'u32' },
+}, {
+  trees: { ss_sum: treeSum(['ss_r']), cf_sum: treeSum(['cf_r']) },
+  code: multiSlotsWgsl(),
 });
 
 export const adamwKernel = optim.kernel({

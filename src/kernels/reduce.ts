@@ -1,5 +1,5 @@
 /** Launchers for shaders/reduce.wgsl. */
-import { defineShader } from '../gpu/kernel.js';
+import { defineShader, treeSum } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
 
 const THREADS = 256;
@@ -10,7 +10,7 @@ const MAX_SPLITS = 1024;
 
 export const reduce = defineShader('reduce', {
   ReduceParams: { R: 'u32', C: 'u32', chunk: 'u32', alpha: 'f32' },
-});
+}, { trees: { colsum_tree: treeSum(['colsum_sh'], 'RT', 'CT') } });
 
 export const colsumKernel = reduce.kernel({
   name: 'reduce.colsum',

@@ -1,11 +1,17 @@
 /** Launchers for shaders/softmax.wgsl. */
-import { defineShader } from '../gpu/kernel.js';
+import { defineShader, treeMax, treeSum } from '../gpu/kernel.js';
 import type { Gpu } from '../gpu/runtime.js';
 
 const WG = 256;
 
 export const softmaxShader = defineShader('softmax', {
   SoftmaxParams: { rows: 'u32', cols: 'u32' },
+}, {
+  trees: {
+    softmax_max: treeMax(['softmax_sh']),
+    softmax_sum: treeSum(['softmax_sh']),
+    softmax_grad_sum: treeSum(['softmax_grad_sh']),
+  },
 });
 
 export const softmaxKernel = softmaxShader.kernel({

@@ -53,9 +53,10 @@ export class MultiScaleAttention extends Module {
 
   /**
    * x: windows (or the whole grid) [B', h, w, C] → [B', h', w', dimOut], where q (and so the
-   * output grid) is max-pooled by qStride in pooling blocks.
+   * output grid) is max-pooled by qStride in pooling blocks; `residual` ([B', h', w', dimOut])
+   * is added by the output projection's epilogue.
    */
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
     const [b, h, w] = x.shape;
     const d = this.plan.dimOut;
     const heads = this.plan.heads;
@@ -74,7 +75,8 @@ export class MultiScaleAttention extends Module {
     } else {
       out = attentionQkv(qkv, heads);
     }
-    return reshape(this.proj.forward(out), [b, oh, ow, d]);
+    const res = residual && reshape(residual, [b, oh * ow, d]);
+    return reshape(this.proj.forward(out, res), [b, oh, ow, d]);
   }
 }
 
@@ -110,23 +112,25 @@ export class MultiScaleBlock extends Module {
       if (qStride) shortcut = maxPool2d(shortcut, qStride[0]);
     }
     const [, sh, sw] = shortcut.shape;
-    let y: Tensor;
+    // Skip connections are added in the epilogues of the products that end each branch (the
+    // attention's output projection, where no window unpartition comes after it, and the MLP's).
+    let x1: Tensor;
     if (ws > 0) {
       // Zero-padded windows, no attention mask (padded tokens take part, as in SAM2).
       const nWin = Math.ceil(h / ws) * Math.ceil(w / ws);
       const windows = reshape(windowPartition(xn, ws), [b * nWin, ws, ws, this.plan.dim]);
       const attended = this.attn.forward(windows);
       const wsOut = attended.shape[1];
-      y = windowUnpartition(
+      const y = windowUnpartition(
         reshape(attended, [b * nWin, wsOut * wsOut, this.plan.dimOut]),
         wsOut,
         [sh, sw],
       );
+      x1 = add(shortcut, y);
     } else {
-      y = this.attn.forward(xn);
+      x1 = this.attn.forward(xn, shortcut);
     }
-    const x1 = add(shortcut, y);
-    return add(x1, this.mlp.forward(this.norm2.forward(x1)));
+    return this.mlp.forward(this.norm2.forward(x1), x1);
   }
 }
 

@@ -1,10 +1,12 @@
 /** Layers with PyTorch parameter names and layouts. */
-import type { Engine, Tensor } from '../autograd/tensor.js';
+import { type Engine, type Tensor, mixedDtype } from '../autograd/tensor.js';
+import { add } from '../ops/add.js';
 import { conv2d } from '../ops/conv2d.js';
-import { gelu } from '../ops/activation.js';
 import { layerNorm } from '../ops/layer-norm.js';
-import { linear } from '../ops/linear.js';
-import { loraLinear } from '../ops/lora-linear.js';
+import {
+  type GeluOut, type LinearInput, linear, linearGelu, linearSource,
+} from '../ops/linear.js';
+import { type LoraOpts, loraLinear, loraLinearGelu } from '../ops/lora-linear.js';
 import { Rng } from '../util/random.js';
 import { Module } from './module.js';
 
@@ -71,14 +73,35 @@ export class Linear extends Module {
     this.loraDropout = opts.dropout;
   }
 
-  forward(x: Tensor): Tensor {
-    if (!this.lora_A || !this.lora_B) return linear(x, this.weight, this.bias);
-    return loraLinear(x, this.weight, this.bias, this.lora_A.weight, this.lora_B.weight, {
+  /**
+   * y = layer(x) (+ residual, added in the product's epilogue; by a separate add, as
+   * `add(residual, y)`, when the residual's dtype is not y's).
+   */
+  forward(x: LinearInput, residual: Tensor | null = null): Tensor {
+    if (residual && residual.dtype !== mixedDtype(linearSource(x).src, this.weight)) {
+      return add(residual, this.forward(x));
+    }
+    if (!this.lora_A || !this.lora_B) return linear(x, this.weight, this.bias, residual);
+    return loraLinear(
+      x, this.weight, this.bias, this.lora_A.weight, this.lora_B.weight, this.loraOpts(), residual,
+    );
+  }
+
+  /** gelu(layer(x)), GELU in the product's epilogue; feed it to the next layer's forward. */
+  forwardGelu(x: LinearInput): GeluOut {
+    if (!this.lora_A || !this.lora_B) return linearGelu(x, this.weight, this.bias);
+    return loraLinearGelu(
+      x, this.weight, this.bias, this.lora_A.weight, this.lora_B.weight, this.loraOpts(),
+    );
+  }
+
+  private loraOpts(): LoraOpts {
+    return {
       scale: this.loraScale,
       dropout: this.loraDropout,
       seed: this.dropoutSeed,
       training: this.isTraining,
-    });
+    };
   }
 }
 
@@ -134,7 +157,10 @@ export class Conv2d extends Module {
   }
 }
 
-/** SAM2's MLP: Linear → GELU → Linear, parameters under `layers.0`, `layers.1`. */
+/**
+ * SAM2's MLP: Linear → GELU → Linear, parameters under `layers.0`, `layers.1`. GELU runs in the
+ * products' epilogues (forward in the first, its gradient in the second's input gradient).
+ */
 export class MLP extends Module {
   readonly layers: Linear[];
 
@@ -143,7 +169,8 @@ export class MLP extends Module {
     this.layers = [new Linear(engine, dim, hidden, rng), new Linear(engine, hidden, out, rng)];
   }
 
-  forward(x: Tensor): Tensor {
-    return this.layers[1].forward(gelu(this.layers[0].forward(x)));
+  /** mlp(x) (+ residual, added by the last product: a block's skip connection). */
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
+    return this.layers[1].forward(this.layers[0].forwardGelu(x), residual);
   }
 }

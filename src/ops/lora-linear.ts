@@ -5,7 +5,9 @@ import {
   type LoraDims, loraDown, loraGradA, loraGradB, loraInputGrad, loraProject, loraUp,
 } from '../kernels/lora.js';
 import { colsum, type DropoutSpec, matmul as mm } from '../kernels/matmul.js';
-import { linearDims } from './linear.js';
+import {
+  type GeluOut, type LinearInput, checkResidual, linearDims, linearSource,
+} from './linear.js';
 
 export interface LoraOpts {
   /** alpha / r in PEFT terms. */
@@ -18,19 +20,52 @@ export interface LoraOpts {
 }
 
 /**
- * y = x · Wᵀ + b + scale · (drop(x) · Aᵀ) · Bᵀ. Dropout (inverted, 1/(1-p)) touches only the
- * LoRA branch and only when training with p > 0; its mask is a hash of (seed, element index).
- * Shapes: x [..., in], weight [out, in], bias [out] or null, loraA [r, in], loraB [out, r]
- * -> y [..., out].
+ * y = x · Wᵀ + b + scale · (drop(x) · Aᵀ) · Bᵀ (+ residual). Dropout (inverted, 1/(1-p)) touches
+ * only the LoRA branch and only when training with p > 0; its mask is a hash of (seed, element
+ * index). x may be a GELU output fused into the previous layer (GeluOut, see linear).
+ * Shapes: x [..., in], weight [out, in], bias [out] or null, loraA [r, in], loraB [out, r],
+ * residual [..., out] (y's dtype) or null -> y [..., out].
  */
 export function loraLinear(
-  x: Tensor,
+  x: LinearInput,
   weight: Tensor,
   bias: Tensor | null,
   loraA: Tensor,
   loraB: Tensor,
   opts: LoraOpts,
+  residual: Tensor | null = null,
 ): Tensor {
+  return loraLinearImpl(x, weight, bias, loraA, loraB, opts, residual, false).y;
+}
+
+/**
+ * gelu(loraLinear(x, ...)) with GELU in the up-projection's epilogue; the result feeds
+ * linear/loraLinear, which fuse GELU's backward.
+ * Shapes: as loraLinear -> act [..., out].
+ */
+export function loraLinearGelu(
+  x: LinearInput,
+  weight: Tensor,
+  bias: Tensor | null,
+  loraA: Tensor,
+  loraB: Tensor,
+  opts: LoraOpts,
+): GeluOut {
+  const { y, act } = loraLinearImpl(x, weight, bias, loraA, loraB, opts, null, true);
+  return act ? { pre: y, act } : { pre: null, act: y };
+}
+
+function loraLinearImpl(
+  xIn: LinearInput,
+  weight: Tensor,
+  bias: Tensor | null,
+  loraA: Tensor,
+  loraB: Tensor,
+  opts: LoraOpts,
+  residual: Tensor | null,
+  gelu: boolean,
+): { y: Tensor; act: Tensor | null } {
+  const { src: x, tapeIn, pre } = linearSource(xIn);
   const { rows, inF, outF } = linearDims('loraLinear', x, weight, bias);
   const rank = loraA.shape[0];
   if (loraA.shape.length !== 2 || loraA.shape[1] !== inF) {
@@ -49,20 +84,32 @@ export function loraLinear(
   const gpu = e.gpu;
   const t = e.empty([rows, rank]);
   loraDown(gpu, x.buffer, loraA.buffer, t.buffer, d, drop);
-  const y = e.empty([...x.shape.slice(0, -1), outF], undefined, mixedDtype(x, weight));
+  const dtype = mixedDtype(x, weight);
+  const shape = [...x.shape.slice(0, -1), outF];
+  checkResidual('loraLinear', residual, shape, dtype);
+  const inputs = [
+    tapeIn, weight, ...(bias ? [bias] : []), loraA, loraB, ...(residual ? [residual] : []),
+  ];
+  const taped = e.needsTape(inputs);
+  const y = e.empty(shape, undefined, dtype);
+  // With GELU fused, y is GELU's input, kept (beside GELU's output) only for a backward.
+  const act = gelu && taped ? e.empty(shape, undefined, dtype) : null;
   loraUp(gpu, x.buffer, weight.buffer, bias?.buffer ?? null, t.buffer, loraB.buffer, y.buffer, d,
-    opts.scale);
-  const inputs = bias ? [x, weight, bias, loraA, loraB] : [x, weight, loraA, loraB];
-  if (!e.needsTape(inputs)) {
+    opts.scale, {
+      residual: residual?.buffer ?? null,
+      activation: act ? { kind: 'gelu-pair', out: act.buffer } : gelu ? { kind: 'gelu' } : null,
+    });
+  if (!taped) {
     t.release();
-    return y;
+    return { y, act: null };
   }
   const iA = bias ? 3 : 2;
-  return e.record(
+  const iR = iA + 2;
+  const out = e.record(
     {
-      name: 'loraLinear',
+      name: gelu ? 'loraLinearGelu' : 'loraLinear',
       inputs,
-      saved: [t],
+      saved: pre ? [t, x] : [t],
       backward: (g, needs) => {
         const s = opts.scale;
         const grads: (Tensor | null)[] = inputs.map(() => null);
@@ -72,9 +119,11 @@ export function loraLinear(
           loraProject(gpu, g.buffer, loraB.buffer, u.buffer, d);
         }
         if (needs[0] && u) {
-          const dx = e.emptyLike(x);
+          // Through gelu'(pre) when x is a fused GELU's output.
+          const dx = e.emptyLike(tapeIn);
           loraInputGrad(
             gpu, g.buffer, weight.buffer, u.buffer, loraA.buffer, dx.buffer, d, s, drop,
+            pre?.buffer ?? null,
           );
           grads[0] = dx;
         }
@@ -100,9 +149,12 @@ export function loraLinear(
           loraGradB(gpu, g.buffer, t.buffer, dB.buffer, d, s);
           grads[iA + 1] = dB;
         }
+        // d(y + r)/dr = 1: the residual's gradient is the output's.
+        if (residual && needs[iR]) grads[iR] = g;
         return grads;
       },
     },
     y,
   );
+  return { y: out, act };
 }
