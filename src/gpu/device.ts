@@ -505,11 +505,16 @@ export class Gpu {
 
   /** Releases the device so Node can exit (see shutdown() for the orderly way). */
   close(): void {
-    if (this.closed) return;
+    if (this.destroyDevice()) this.release();
+  }
+
+  /** Marks the runtime closed and destroys the device; false when it was closed already. */
+  private destroyDevice(): boolean {
+    if (this.closed) return false;
     this.closed = true;
     this.pool.trim();
     this.device.destroy();
-    this.release();
+    return true;
   }
 
   /**
@@ -521,10 +526,7 @@ export class Gpu {
   async shutdown(): Promise<void> {
     if (this.closed) return;
     await this.device.queue.onSubmittedWorkDone().catch(() => undefined);
-    if (this.closed) return;
-    this.closed = true;
-    this.pool.trim();
-    this.device.destroy();
+    if (!this.destroyDevice()) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.device.lost.then(() => undefined, () => undefined),

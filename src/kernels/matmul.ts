@@ -331,9 +331,10 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   if (res && act?.kind === 'gelu-grad') {
     throw new Error('matmul: a residual and gelu-grad both need the aux binding; pick one');
   }
-  const canSplit = !call.bias && beta === 0 && !lr && !act && !res;
+  // No epilogue beyond alpha: split-K may sum partial products, and matmul_sg may store directly.
+  const plain = !call.bias && beta === 0 && !lr && !act && !res;
   const autoSplit = regs ? chooseSplitCpu : chooseSplit;
-  let nSplit = canSplit ? (call.splitK ?? autoSplit(tilesM * tilesN * batch, K)) : 1;
+  let nSplit = plain ? (call.splitK ?? autoSplit(tilesM * tilesN * batch, K)) : 1;
   let kChunk = K;
   if (nSplit > 1) {
     kChunk = Math.ceil(Math.ceil(K / nSplit) / shape.BK) * shape.BK;
@@ -346,7 +347,7 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   const overrides: Record<string, number> = sg
     ? {
         RG_TA: transA ? 1 : 0, RG_TB: transB ? 1 : 0, RG_DROP: dropOn,
-        SG_PLAIN: !call.bias && beta === 0 && !lr && !call.activation && !call.residual ? 1 : 0,
+        SG_PLAIN: plain ? 1 : 0,
       }
     : regs
     ? {
