@@ -75,6 +75,11 @@ export interface Tol {
    * bound applied to element i is |got_i - want_i| <= atol·max|want| + rtol·|want_i|.
    */
   atol: number;
+  /**
+   * Per-element absolute terms added to element i's bound, for a derived bound that differs
+   * element by element (e.g. an f16-stored intermediate whose error scales with another tensor).
+   */
+  extra?: ArrayLike<number>;
 }
 
 export interface CompareResult {
@@ -92,7 +97,8 @@ const num = (x: number) => (x > 0 && x < 1e-3 ? x.toExponential() : String(x));
 
 /** The bound as applied, in words and numbers, for logs and errors. */
 export function describeTol(tol: Tol, scale: number): string {
-  return `bound |got-want| <= atol ${num(tol.atol)}·max|want| (= ${fmt(tol.atol * scale)}) + rtol ${num(tol.rtol)}·|want|`;
+  return `bound |got-want| <= atol ${num(tol.atol)}·max|want| (= ${fmt(tol.atol * scale)}) + rtol ${num(tol.rtol)}·|want|` +
+    (tol.extra ? ' + a derived per-element term' : '');
 }
 
 /**
@@ -118,6 +124,9 @@ export function expectClose(
     }
     scale = Math.max(scale, Math.abs(w));
   }
+  if (tol.extra && tol.extra.length !== want.length) {
+    throw new Error(`${label}: ${tol.extra.length} per-element bounds for ${want.length} elements`);
+  }
   const floor = tol.atol * scale;
   let maxAbs = 0;
   let worst = -1;
@@ -129,7 +138,7 @@ export function expectClose(
       throw new Error(`${label}: output element ${i} is ${g} (want ${w}); seed ${SEED}`);
     }
     const d = Math.abs(g - w);
-    const bound = floor + tol.rtol * Math.abs(w);
+    const bound = floor + tol.rtol * Math.abs(w) + (tol.extra ? tol.extra[i] : 0);
     const ratio = d === 0 ? 0 : d / bound; // d > 0 against a zero bound: Infinity, fails
     if (d > maxAbs) maxAbs = d;
     if (ratio > used || worst < 0) {
@@ -246,7 +255,8 @@ export interface OpCase {
   refBackward?: RefBackward;
   outShape: number[];
   tol: Tol;
-  gradTol?: Tol;
+  /** Bound for the gradients; a function gets the input's index, the inputs and the upstream grad. */
+  gradTol?: Tol | ((input: number, xs: Float64Array[], gy: Float64Array) => Tol);
   /** Finite-difference options for the reference backward. */
   fd?: { samples?: number; h?: number; tol?: number; skip?: number[] };
   /**
@@ -295,7 +305,8 @@ export async function checkOp(c: OpCase): Promise<{ fwd: CompareResult; grads: C
         // A gradient the reference does not give is a gradient nobody checks: an error.
         if (!w) throw new Error(`${c.label}: reference backward gives no gradient for input ${i}`);
         if (!gt) throw new Error(`${c.label}: input ${i} got no gradient`);
-        const r = expectClose(await gt.toArray(), w, c.gradTol ?? c.tol, `${c.label} backward input ${i}`);
+        const tol = typeof c.gradTol === 'function' ? c.gradTol(i, xs, gy) : c.gradTol ?? c.tol;
+        const r = expectClose(await gt.toArray(), w, tol, `${c.label} backward input ${i}`);
         reportError(c.label, `grad input ${i}`, c.shapes.map((s) => s.join('x')).join(' '), r);
         grads.push(r);
       }
