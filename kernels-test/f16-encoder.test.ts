@@ -11,13 +11,17 @@
  * gradients of the blocks before a pooling (measured up to 0.2 in norm on some seeds). So:
  * - 'smooth': the same encoder with the q-pool max replaced by a strided subsample (no argmax):
  *   every LoRA gradient must agree within 8u (measured <= 4u). This is the engine's f16 error.
- * - 'real': the actual max-pool: features within 8u, median gradient within 8u, and the worst
- *   within 0.5 (the argmax flips above; both choices are valid subgradients of the f16 forward).
+ * - 'real': the actual max-pool: features within 8u; the LoRA tensors with no max-pool on their
+ *   backward path (after the last q-pool block: its attn.proj and MLP, and later blocks) within
+ *   8u, since a flip moves the forward only by the f16 error; every other tensor within 0.5 (the
+ *   argmax flips above; both choices are valid subgradients of the f16 forward). A flip at the
+ *   last pool reaches most tensors, so no median over all of them is bounded (seed 1917507946:
+ *   median 2.7e-2).
  */
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import type { Tensor } from '../src/autograd/tensor.js';
 import { closeGpu } from '../src/gpu/runtime.js';
-import { NANO_CONFIG } from '../src/model/config.js';
+import { NANO_CONFIG, qPoolBlocks } from '../src/model/config.js';
 import { ImageEncoder } from '../src/model/encoder.js';
 import { Conv2d, Linear } from '../src/nn/layers.js';
 import { Module } from '../src/nn/module.js';
@@ -161,17 +165,29 @@ describe.skipIf(!run)('nano encoder f16 vs f32', () => {
     const worstF = Math.max(...featErr);
     const medianG = [...gradErr].sort((a, b) => a - b)[gradErr.length >> 1];
     const worstG = Math.max(...gradErr);
+    // Tensors whose gradient never goes back through a max-pool (see the file's comment).
+    const lastPool = Math.max(...qPoolBlocks(NANO_CONFIG.trunk));
+    const names = new Map(enc.namedParameters().map(([n, t]) => [t, n]));
+    const clean = loraParams.map((p) => {
+      const m = /(?:^|\.)blocks\.(\d+)\.(.*)$/.exec(names.get(p) ?? '');
+      if (!m) throw new Error(`no block in the name of a LoRA tensor: ${names.get(p)}`);
+      const j = Number(m[1]);
+      return j > lastPool || (j === lastPool && /^(attn\.proj|mlp)\./.test(m[2]));
+    });
+    const cleanErr = gradErr.filter((_, i) => clean[i]);
+    expect(cleanErr.length, 'LoRA tensors after the last q-pool').toBeGreaterThanOrEqual(6);
+    const worstClean = Math.max(...cleanErr);
     console.log(
       `nano encoder f16 vs f32 (${kind} q-pool) at ${S} px, batch ${B} (seed ${SEED}): FPN ` +
         `${fpnShapes.map((s) => s.join('x')).join(', ')} max|err|/max|f32| per level ` +
         `${featErr.map((x) => x.toExponential(2)).join(' ')} ` +
         `(bound 8u = ${(8 * U16).toExponential(2)}); LoRA grads (${gradErr.length} tensors) ` +
-        `||err||/||f32|| median ${medianG.toExponential(2)} ` +
-        `(bound 8u = ${(8 * U16).toExponential(2)}), worst ${worstG.toExponential(2)} ` +
-        `(bound ${kind === 'smooth' ? '8u' : '0.5'})`,
+        `||err||/||f32|| median ${medianG.toExponential(2)}, worst ${worstG.toExponential(2)} ` +
+        `(bound ${kind === 'smooth' ? '8u' : '0.5'}); the ${cleanErr.length} after the last ` +
+        `q-pool: worst ${worstClean.toExponential(2)} (bound 8u = ${(8 * U16).toExponential(2)})`,
     );
     expect(worstF).toBeLessThanOrEqual(8 * U16);
-    expect(medianG).toBeLessThanOrEqual(8 * U16);
+    expect(worstClean).toBeLessThanOrEqual(8 * U16);
     expect(worstG).toBeLessThanOrEqual(kind === 'smooth' ? 8 * U16 : 0.5);
     for (const l of all) {
       l.weight.dispose();
