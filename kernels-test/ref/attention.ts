@@ -108,6 +108,52 @@ export function attentionRefBackward(
   return [dq, dk, dv];
 }
 
+/** lse [B * heads, Nq]: logsumexp of each scaled score row (what the forward saves). */
+export function attentionLseRef(s: AttnShape, q: Float64Array, k: Float64Array): Float64Array {
+  const { B, heads, hd, Nq, Nk } = s;
+  const C = heads * hd;
+  const scale = 1 / Math.sqrt(hd);
+  const out = new Float64Array(B * heads * Nq);
+  const row = new Float64Array(Nk);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < Nq; i++) {
+        const qo = (b * Nq + i) * C + h * hd;
+        let m = -Infinity;
+        for (let j = 0; j < Nk; j++) {
+          const ko = (b * Nk + j) * C + h * hd;
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += q[qo + d] * k[ko + d];
+          row[j] = dot * scale;
+          m = Math.max(m, row[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < Nk; j++) sum += Math.exp(row[j] - m);
+        out[(b * heads + h) * Nq + i] = m + Math.log(sum);
+      }
+    }
+  }
+  return out;
+}
+
+/** D [B * heads, Nq] = rowsum over each head of g * out (the backward's first pass). */
+export function attentionDsumRef(s: AttnShape, g: Float64Array, out: Float64Array): Float64Array {
+  const { B, heads, hd, Nq } = s;
+  const C = heads * hd;
+  const D = new Float64Array(B * heads * Nq);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < Nq; i++) {
+        const o = (b * Nq + i) * C + h * hd;
+        let sum = 0;
+        for (let d = 0; d < hd; d++) sum += g[o + d] * out[o + d];
+        D[(b * heads + h) * Nq + i] = sum;
+      }
+    }
+  }
+  return D;
+}
+
 /** Splits rows of `parts` packed C-wide groups ([rows, parts * C]) into [rows, C] arrays. */
 export function splitColumns(
   x: Float64Array,
@@ -187,6 +233,28 @@ export function windowUnpartitionRef(s: WinShape, y: Float64Array): Float64Array
   const out = new Float64Array(s.B * s.H * s.W * s.C);
   map.forEach((dst, t) => {
     if (dst >= 0) for (let c = 0; c < s.C; c++) out[dst * s.C + c] = y[t * s.C + c];
+  });
+  return out;
+}
+
+/** x [B, H, W, C] -> windows [B * nh * nw, ws * ws, C] whose padding tokens hold fill [C]. */
+export function windowPartitionFillRef(
+  s: WinShape, x: Float64Array, fill: Float64Array,
+): Float64Array {
+  const map = windowMap(s);
+  const out = new Float64Array(map.length * s.C);
+  map.forEach((src, t) => {
+    for (let c = 0; c < s.C; c++) out[t * s.C + c] = src >= 0 ? x[src * s.C + c] : fill[c];
+  });
+  return out;
+}
+
+/** The fill's gradient: sum over the padding tokens of g [B * nh * nw, ws * ws, C]'s rows. */
+export function windowFillGradRef(s: WinShape, g: Float64Array): Float64Array {
+  const map = windowMap(s);
+  const out = new Float64Array(s.C);
+  map.forEach((src, t) => {
+    if (src < 0) for (let c = 0; c < s.C; c++) out[c] += g[t * s.C + c];
   });
   return out;
 }

@@ -2,6 +2,7 @@
 import { defineShader, type Kernel } from '../gpu/kernel.js';
 import type { BufferRef, Gpu } from '../gpu/runtime.js';
 import { copyCols } from './copy.js';
+import { sgCapable } from './matmul.js';
 
 const WG = 256;
 /** Threads per row; a thread owns up to MAXDT (16, in the shader) dims of a head. */
@@ -91,6 +92,53 @@ export const attnBwdKVRegsKernel = attentionShader.kernel({
   types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g' },
 });
 
+/** attention.wgsl with shaders/attention_sg.wgsl appended behind `enable subgroups;`. */
+export const attentionSgFamily = defineShader('attention', attentionShader.structs, {
+  enables: ['subgroups'],
+  append: ['attention_sg'],
+});
+
+/**
+ * The regs passes with the streamed key/value rows shared across an 8-lane subgroup (shaders/
+ * attention_sg.wgsl): CPU adapters with subgroups of 8+ lanes and 4-aligned views (see sgFits).
+ */
+export const attnFwdSgKernel = attentionSgFamily.kernel({
+  name: 'attention.fwd_sg',
+  entry: 'attn_fwd_sg',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'out', 'lse'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v' },
+});
+
+export const attnBwdQSgKernel = attentionSgFamily.kernel({
+  name: 'attention.bwd_q_sg',
+  entry: 'attn_bwd_q_sg',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dq'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g' },
+});
+
+/** dk, dv with 32 keys per 8-lane subgroup and the query rows shared by shuffles. */
+export const attnBwdKVSgKernel = attentionSgFamily.kernel({
+  name: 'attention.bwd_kv_sg',
+  entry: 'attn_bwd_kv_sg',
+  params: 'AttnParams',
+  bindings: ['q', 'k', 'v', 'gradOut', 'lse', 'dsum', 'dkv'],
+  types: { q: 'dt_q', k: 'dt_k', v: 'dt_v', gradOut: 'dt_g' },
+});
+
+/**
+ * Lanes whose 4 queries make one streamed block of attn_bwd_kv_sg (KV_LANES): the fewest whose
+ * block holds all of Nq up to 16 (q-pooled blocks, 4x4 windows), else 8 (32 queries): a block
+ * wider than Nq computes scores nobody uses. Measured on lavapipe (2 cores, busy; best of runs,
+ * GPU ms): 16 windows x 2 heads, Nq 16, Nk 64: 8 lanes 3.9 / 2.4, 4 lanes 2.0 / 1.8; Nq 8:
+ * 4 lanes 2.0 / 1.9, 2 lanes 1.8; 16 windows x 4 heads, Nq 4, Nk 16: 4 lanes 1.8 / 1.2, 1 lane
+ * 1.4 / 0.8.
+ */
+export function kvSgLanes(Nq: number): number {
+  return Nq <= 4 ? 1 : Nq <= 8 ? 2 : Nq <= 16 ? 4 : 8;
+}
+
 /** Invocations per workgroup of the CPU variants (4 rows each): small, so cores share many. */
 const REGS_WG = 16;
 
@@ -116,19 +164,47 @@ export interface AttnDims {
   /** Tile sizes instead of attentionTiles' choice (tests use it to cover small-memory tiles). */
   tiles?: { BR: number; BC: number };
   /**
-   * Workgroup-memory tiles (default on GPUs; implied by `tiles`) or the CPU variant (default on
-   * CPU adapters).
+   * Workgroup-memory tiles (default on GPUs; implied by `tiles`) or a CPU variant (default on
+   * CPU adapters: sg with subgroups of 8+ lanes, 4-aligned views and 16+ rows, else regs).
    */
   path?: AttnPath;
 }
 
 type Which = 'fwd' | 'q' | 'kv';
-export type AttnPath = 'tiled' | 'regs';
+/**
+ * 'sg' (CPU adapters with subgroups) falls back to 'regs' for a pass without an sg kernel, or
+ * whose views are not 4-aligned (see sgFits).
+ */
+export type AttnPath = 'tiled' | 'regs' | 'sg';
 
-/** Tiles win on GPUs; on CPU adapters they cost more than they save (see the shader). */
-function usesRegs(gpu: Gpu, d: AttnDims): boolean {
-  if (d.tiles) return false;
-  return (d.path ?? (gpu.info.cpuFallback ? 'regs' : 'tiled')) === 'regs';
+/**
+ * Tiles win on GPUs; on CPU adapters they cost more than they save (see the shader), and the
+ * subgroup kernels beat the regs ones where the adapter has subgroups of 8+ lanes.
+ */
+function choosePath(gpu: Gpu, d: AttnDims): AttnPath {
+  if (d.tiles) return 'tiled';
+  if (d.path === 'sg' && !sgCapable(gpu)) {
+    throw new Error("attention: path 'sg' needs the 'subgroups' feature with subgroups of 8 or more");
+  }
+  return d.path ?? (gpu.info.cpuFallback ? (sgCapable(gpu) ? 'sg' : 'regs') : 'tiled');
+}
+
+/** Subgroup kernels by pass; a pass without one runs its regs kernel. */
+const SG: Partial<Record<Which, Kernel>> = {
+  fwd: attnFwdSgKernel,
+  q: attnBwdQSgKernel,
+  kv: attnBwdKVSgKernel,
+};
+
+/** Uniform fields that hold a view's stride or offset, in elements. */
+const VIEW_FIELDS = ['sq', 'oq', 'sk', 'ok', 'sv', 'ov', 'so', 'oo', 'sg', 'og', 's1', 'o1', 's2', 'o2'];
+
+/**
+ * The sg kernels read and write rows as vec4s: every view's stride and offset and the head dim
+ * must be multiples of 4 (SAM2's are: hd 96, 3C-strided packed qkv).
+ */
+function sgFits(d: AttnDims, p: Record<string, number>): boolean {
+  return d.hd % 4 === 0 && VIEW_FIELDS.every((f) => p[f] % 4 === 0);
 }
 
 const REGS: Record<Which, Kernel> = {
@@ -228,9 +304,31 @@ function grid(gpu: Gpu, rows: number, BR: number, BH: number): [number, number, 
   return [Math.ceil(rows / BR), gy, gz];
 }
 
-/** The regs kernel of `which` (4 query rows per thread). */
-function runRegs(gpu: Gpu, which: Which, d: AttnDims, rows: number, buffers: BufferRef[],
-  p: Record<string, number>): void {
+/**
+ * Fewest rows per (b, h) for which the default CPU path picks an sg kernel: a workgroup owns 32
+ * rows, 4 per lane, so under 16 most lanes idle, and the regs kernels (4 rows per thread, many
+ * (b, h) per workgroup) were faster on lavapipe (64 (b, h) of Nq 4, Nk 16, hd 96: fwd 0.52 vs
+ * 0.98 ms, dq 0.66 vs 1.51 ms; at Nq 16, Nk 16 sg is already ~1.4x faster). An explicit path
+ * 'sg' ignores it.
+ */
+const SG_MIN_ROWS = 16;
+
+/**
+ * The CPU kernel of `which`: the sg kernel (8-lane workgroups of 32 rows of one (b, h)) where
+ * `sg` and the views fit it, else the regs kernel (4 query rows per thread).
+ */
+function runCpu(gpu: Gpu, which: Which, d: AttnDims, rows: number, buffers: BufferRef[],
+  p: Record<string, number>, sg: boolean): void {
+  const sgKernel = SG[which];
+  if (sg && sgKernel && sgFits(d, p) && (d.path === 'sg' || rows >= SG_MIN_ROWS)) {
+    gpu.run(sgKernel, {
+      buffers,
+      params: p,
+      grid: grid(gpu, rows, 32, d.B * d.heads),
+      overrides: which === 'kv' ? { HD: d.hd, KV_LANES: kvSgLanes(d.Nq) } : { HD: d.hd },
+    });
+    return;
+  }
   gpu.run(REGS[which], {
     buffers,
     params: p,
@@ -241,14 +339,16 @@ function runRegs(gpu: Gpu, which: Which, d: AttnDims, rows: number, buffers: Buf
 
 function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
   buffers: BufferRef[], p: Record<string, number>): void {
-  if (usesRegs(gpu, d)) {
+  const path = choosePath(gpu, d);
+  if (path !== 'tiled') {
+    const sg = path === 'sg';
     const oi = which === 'fwd' ? 3 : 6;
     const out = buffers[oi];
     if (gpu.pool.dtypeOf(out.buffer) !== 'f16') {
-      runRegs(gpu, which, d, rows, buffers, p);
+      runCpu(gpu, which, d, rows, buffers, p, sg);
       return;
     }
-    // The regs kernels accumulate in their output rows across key blocks: an f16 output gets an
+    // The CPU kernels accumulate in their output rows across key blocks: an f16 output gets an
     // f32 stand-in (accumulators stay f32), whose rows are then converted. The stand-in holds only
     // the columns written, packed ([rows, views * C]), not the output's whole strided span: a
     // packed qkv gradient in f32 would pass the binding limit where its f16 original does not.
@@ -269,7 +369,7 @@ function run(gpu: Gpu, kernel: Kernel, which: Which, d: AttnDims, rows: number,
       pr[st] = width;
       pr[of] = i * C;
     });
-    runRegs(gpu, which, d, rows, bufs, pr);
+    runCpu(gpu, which, d, rows, bufs, pr, sg);
     views.forEach(([st, of], i) => {
       copyColumns(gpu, { buffer: scratch, stride: width, offset: i * C },
         { buffer: out.buffer, stride: p[st], offset: p[of] }, d.B * rows, C);
