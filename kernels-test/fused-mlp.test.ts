@@ -10,9 +10,9 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DType, Engine, Tensor } from '../src/autograd/tensor.js';
-import { closeGpu } from '../src/gpu/runtime.js';
+import { closeGpu, getGpu } from '../src/gpu/runtime.js';
 import { unary, unaryGrad, add as addKernel } from '../src/kernels/elementwise.js';
-import { type MatmulPath, matmul as mmKernel } from '../src/kernels/matmul.js';
+import { type MatmulPath, matmul as mmKernel, sgCapable } from '../src/kernels/matmul.js';
 import { gelu } from '../src/ops/activation.js';
 import { add } from '../src/ops/add.js';
 import { linear, linearGelu } from '../src/ops/linear.js';
@@ -28,6 +28,7 @@ import {
 afterAll(() => closeGpu());
 
 const f16 = await f16Supported();
+const sg = sgCapable(await getGpu());
 
 interface MlpCase {
   /** x's shape; its last dim is the MLP's input width. */
@@ -325,6 +326,8 @@ describe.skipIf(!f16)('fused MLP f16 against float64', () => {
 
 describe('epilogue kernels equal the separate passes on every path', () => {
   const paths: { path: MatmulPath; vec4: boolean }[] = [
+    // matmul_sg's vector epilogue (sg_put), where the adapter has subgroups of 8+ lanes.
+    ...(sg ? [{ path: 'sg' as const, vec4: true }] : []),
     { path: 'regs', vec4: true },
     { path: 'tiled', vec4: true },
     { path: 'tiled', vec4: false },

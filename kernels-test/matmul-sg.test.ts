@@ -49,10 +49,16 @@ describe.skipIf(!run)('matmul sg path', () => {
       });
     });
 
-  it.each([false, true])('alpha·A·Bᵀ + bias + beta·C + scale·mask⊙(T·op(L)) (L transposed %s)',
-    async (lTransposed) => {
+  // Rank <= 4 loads T and L once per block (T's rows by shuffles), a larger rank per 4 rows.
+  it.each([
+    [false, 4],
+    [true, 4],
+    [true, 3],
+    [false, 6],
+  ] as const)('alpha·A·Bᵀ + bias + beta·C + scale·mask⊙(T·op(L)) (L transposed %s, rank %i)',
+    async (lTransposed, rank) => {
       const e = await testEngine();
-      const [M, N, K, rank, scale, p, seed] = [45, 70, 36, 4, 1.5, 0.25, 0x5eed];
+      const [M, N, K, scale, p, seed] = [45, 70, 36, 1.5, 0.25, 0x5eed];
       const [alpha, beta] = [0.75, -0.5];
       const a = f32(randn(M * K));
       const b = f32(randn(N * K));

@@ -64,9 +64,10 @@ fn mm_hash(v: u32) -> u32 {
 }
 
 // Inverted-dropout factor of element i: 0 (dropped) or 1 / (1 - p) (kept). Keeps when the top 24
-// hash bits reach the threshold floor(p * 2^24), an exact integer test the TS side reproduces.
+// bits of mm_hash(i ^ mm_hash(seed)) reach the threshold floor(p * 2^24), an exact integer test
+// the TS side reproduces; dropKey = mm_hash(seed), hashed by the launcher.
 fn mm_drop(i: u32) -> f32 {
-  let h = mm_hash(i ^ mm_hash(mm_p.dropSeed));
+  let h = mm_hash(i ^ mm_p.dropKey);
   return select(0.0, mm_p.dropScale, (h >> 8u) >= mm_p.dropThr);
 }
 

@@ -1,6 +1,7 @@
 /**
- * LoRA linear passes, built on the tiled product of shaders/matmul.wgsl (its dropout-on-load and
- * rank-r epilogue hooks exist for these). x [rows, in], W [out, in], A [r, in], B [out, r].
+ * LoRA linear passes, built on the products of shaders/matmul.wgsl (its dropout-on-load and
+ * rank-r epilogue hooks exist for these; on CPU adapters with subgroups loraDown and loraProject
+ * run matmul_sg_thin for r <= 4). x [rows, in], W [out, in], A [r, in], B [out, r].
  * The dropout mask is a hash of (seed, index of the element in x), so every pass that needs it
  * regenerates the same mask and nothing is stored.
  */

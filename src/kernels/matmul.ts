@@ -27,9 +27,10 @@ function tileShape(M: number, N: number): TileShape {
 }
 /**
  * Kernel family for aligned operands: workgroup-memory tiles, registers only, or registers with
- * the A operand shared across an 8-lane subgroup (matmul_sg: CPU adapters with subgroups).
+ * the A operand shared across an 8-lane subgroup (matmul_sg: CPU adapters with subgroups), or for
+ * a side of at most 4 the thin operand shared that way (matmul_sg_thin, likewise).
  */
-export type MatmulPath = 'tiled' | 'regs' | 'sg';
+export type MatmulPath = 'tiled' | 'regs' | 'sg' | 'sg-thin';
 
 /** Invocations per matmul_regs workgroup: one or two 8-lane SIMD rows of a CPU core. */
 const REGS_THREADS = 16;
@@ -57,9 +58,11 @@ function pow2(x: number): number {
  * Workgroup-memory tiles on GPUs. CPU adapters (lavapipe) run a workgroup as a SIMD loop over its
  * invocations, where barriers and shared-memory traffic cost more than the reuse they buy.
  */
-function defaultPath(gpu: Gpu, M: number, N: number): MatmulPath {
+function defaultPath(gpu: Gpu, M: number, N: number, transA: boolean): MatmulPath {
   if (!gpu.info.cpuFallback) return 'tiled';
-  return sgCapable(gpu) && M >= SG_MIN && N >= SG_MIN ? 'sg' : 'regs';
+  if (!sgCapable(gpu)) return 'regs';
+  if (N <= THIN_MAX && !transA) return 'sg-thin';
+  return M >= SG_MIN && N >= SG_MIN ? 'sg' : 'regs';
 }
 
 /**
@@ -69,6 +72,25 @@ function defaultPath(gpu: Gpu, M: number, N: number): MatmulPath {
  */
 const SG_SHAPE: RegsShape = { WGX: 1, WGY: 1, BK: 4, TM: 32, TN: 32 };
 const SG_MIN = 16;
+
+/**
+ * matmul_sg_thin (lavapipe): products with a side of at most THIN_MAX (LoRA's rank side), one
+ * 8-lane workgroup per 32 lines of the long side (64 when the long side gives the cores enough
+ * workgroups anyway), the thin side's operand shared by shuffles. The default only where it
+ * measured faster than matmul_regs: a thin N with A contiguous in k (x · Aᵀ, g · B: ~1.4-1.8x).
+ * With the long operand contiguous along the long side (uᵀ · x, gᵀ · t) it was slower (0.6-0.8x,
+ * cause not found) and those stay on regs; forcing the path runs every layout.
+ */
+const THIN_MAX = 4;
+function thinShape(M: number, N: number): RegsShape & { swap: boolean; blocks: number } {
+  const swap = N > THIN_MAX;
+  const long = swap ? N : M;
+  const blocks = long >= 512 ? 2 : 1;
+  return {
+    WGX: 1, WGY: 1, BK: 4, swap, blocks,
+    TM: swap ? THIN_MAX : 32 * blocks, TN: swap ? 32 * blocks : THIN_MAX,
+  };
+}
 
 export function sgCapable(gpu: Gpu): boolean {
   return gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
@@ -101,7 +123,7 @@ export const matmulFamily = defineShader('matmul', {
     beta: 'f32',
     hasBias: 'u32',
     dropOn: 'u32',
-    dropSeed: 'u32',
+    dropKey: 'u32',
     dropThr: 'u32',
     dropScale: 'f32',
     rank: 'u32',
@@ -171,7 +193,22 @@ export const matmulSgKernel = matmulSgFamily.kernel({
   entry: 'matmul_sg',
   params: 'MatmulParams',
   bindings: MM_BINDINGS,
-  overrides: { RG_TA: 0, RG_TB: 0, RG_DROP: 0, SG_PLAIN: 0, ...MM_EPILOGUE },
+  overrides: {
+    RG_TA: 0, RG_TB: 0, RG_DROP: 0, SG_BIAS: 0, SG_LR: 0, SG_MASK: 0, SG_BETA: 0, ...MM_EPILOGUE,
+  },
+  types: MM_TYPES,
+});
+
+/**
+ * Products with a side of at most 4 (LoRA's rank side) on CPU adapters with subgroups
+ * (matmul_sg_thin in shaders/matmul_sg.wgsl).
+ */
+export const matmulSgThinKernel = matmulSgFamily.kernel({
+  name: 'matmul.sg_thin',
+  entry: 'matmul_sg_thin',
+  params: 'MatmulParams',
+  bindings: MM_BINDINGS,
+  overrides: { RG_TA: 0, RG_TB: 0, RG_DROP: 0, SG_SWAP: 0, THIN_BLOCKS: 1, ...MM_EPILOGUE },
   types: MM_TYPES,
 });
 
@@ -184,6 +221,16 @@ export const colsumKernel = matmulFamily.kernel({
   types: { g: 'dt_g', out: 'dt_out' },
 });
 
+/** lowbias32 (Chris Wellons), the shader's mm_hash. */
+function hash32(v: number): number {
+  let x = v >>> 0;
+  x = (x ^ (x >>> 16)) >>> 0;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x = (x ^ (x >>> 15)) >>> 0;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
 /** Inverted dropout keyed by (seed, element index): see mm_drop in the shader. */
 export interface DropoutSpec {
   p: number;
@@ -191,10 +238,11 @@ export interface DropoutSpec {
 }
 
 function dropoutUniforms(d: DropoutSpec | null | undefined) {
-  if (!d || d.p === 0) return { dropSeed: 0, dropThr: 0, dropScale: 1 };
+  if (!d || d.p === 0) return { dropKey: 0, dropThr: 0, dropScale: 1 };
   if (!(d.p > 0 && d.p < 1)) throw new Error(`matmul: dropout p must be in [0, 1), got ${d.p}`);
   return {
-    dropSeed: d.seed >>> 0,
+    // The seed's hash, once here rather than per element in the kernels.
+    dropKey: hash32(d.seed >>> 0),
     dropThr: Math.floor(d.p * 2 ** 24),
     dropScale: 1 / (1 - d.p),
   };
@@ -249,7 +297,11 @@ export interface MatmulCall {
   splitK?: number;
   /** false forces scalar loads; by default vec4 loads are used when both operands are aligned. */
   vec4?: boolean;
-  /** Kernel for aligned operands: default 'regs' on CPU adapters, 'tiled' on GPUs. */
+  /**
+   * Kernel for aligned operands: default 'tiled' on GPUs; on CPU adapters with subgroups 'sg-thin'
+   * for N <= 4 with A not transposed, 'sg' for 16+ on both sides, else (and without subgroups)
+   * 'regs'.
+   */
   path?: MatmulPath;
 }
 
@@ -283,6 +335,22 @@ function bind(gpu: Gpu, buffer: GPUBuffer, elems: number, what: string): BufferR
   return { buffer, size: bytes };
 }
 
+/**
+ * The binding for an unused c2: a writable binding may not alias another, so it gets its own
+ * word, one per device (outside the pool: it lives as long as the device, which frees it).
+ */
+const c2Scratch = new WeakMap<Gpu, GPUBuffer>();
+function unusedC2(gpu: Gpu): BufferRef {
+  let buffer = c2Scratch.get(gpu);
+  if (!buffer) {
+    buffer = gpu.device.createBuffer({
+      size: 4, usage: GPUBufferUsage.STORAGE, label: 'matmul.c2-unused',
+    });
+    c2Scratch.set(gpu, buffer);
+  }
+  return { buffer, size: 4 };
+}
+
 function chooseSplit(tiles: number, K: number): number {
   // Few output tiles and a long K (weight gradients: K = all rows of the batch) leave most of a
   // real GPU idle; cut K into slices of at least 256 until there are ~128 workgroups.
@@ -304,6 +372,9 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
     if (!Number.isInteger(v) || v <= 0) throw new Error(`matmul: ${k} must be positive, got ${v}`);
   }
   if (lr && batch !== 1) throw new Error(`matmul: the low-rank addend needs batch 1, got ${batch}`);
+  if (lr && !(Number.isInteger(lr.rank) && lr.rank > 0)) {
+    throw new Error(`matmul: the low-rank addend's rank must be positive, got ${lr.rank}`);
+  }
 
   // vec4 loads need every row start and batch offset of both operands at a multiple of 4
   // (K slices are multiples of BK, itself a multiple of 4).
@@ -311,16 +382,21 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   const ldb = transB ? K : N;
   const aligned = lda % 4 === 0 && ldb % 4 === 0 && sA % 4 === 0 && sB % 4 === 0;
   const vec4 = aligned && call.vec4 !== false;
-  const path = vec4 ? (call.path ?? defaultPath(gpu, M, N)) : 'tiled';
-  if (path === 'sg' && !sgCapable(gpu)) {
-    throw new Error("matmul: path 'sg' needs the 'subgroups' feature with subgroups of 8 or more");
+  const path = vec4 ? (call.path ?? defaultPath(gpu, M, N, transA)) : 'tiled';
+  if ((path === 'sg' || path === 'sg-thin') && !sgCapable(gpu)) {
+    throw new Error(`matmul: path '${path}' needs the 'subgroups' feature with subgroups of 8+`);
+  }
+  if (path === 'sg-thin' && Math.min(M, N) > THIN_MAX) {
+    throw new Error(`matmul: path 'sg-thin' needs M or N <= ${THIN_MAX}, got ${M}x${N}`);
   }
   const sg = path === 'sg';
-  const regs = path === 'regs' || sg;
-  const kernel =
-    sg ? matmulSgKernel : regs ? matmulRegsKernel : vec4 ? matmulV4Kernel : matmulKernel;
+  const thin = path === 'sg-thin' ? thinShape(M, N) : null;
+  const regs = path === 'regs' || sg || !!thin;
+  const kernel = thin
+    ? matmulSgThinKernel
+    : sg ? matmulSgKernel : regs ? matmulRegsKernel : vec4 ? matmulV4Kernel : matmulKernel;
   const shape: TileShape & Partial<RegsShape> =
-    sg ? SG_SHAPE : regs ? regsShape(M, N) : tileShape(M, N);
+    thin ?? (sg ? SG_SHAPE : regs ? regsShape(M, N) : tileShape(M, N));
   const BM = shape.WGY * (shape.TM ?? RM);
   const BN = shape.WGX * (shape.TN ?? RN);
   const tilesM = Math.ceil(M / BM);
@@ -331,7 +407,7 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
   if (res && act?.kind === 'gelu-grad') {
     throw new Error('matmul: a residual and gelu-grad both need the aux binding; pick one');
   }
-  // No epilogue beyond alpha: split-K may sum partial products, and matmul_sg may store directly.
+  // No epilogue beyond alpha: split-K may sum partial products.
   const plain = !call.bias && beta === 0 && !lr && !act && !res;
   const autoSplit = regs ? chooseSplitCpu : chooseSplit;
   let nSplit = plain ? (call.splitK ?? autoSplit(tilesM * tilesN * batch, K)) : 1;
@@ -344,10 +420,19 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
     throw new Error(`matmul: grid ${tilesN}x${tilesM}x${batch * nSplit} exceeds ${maxG}`);
   }
   const dropOn = call.dropout && call.dropout.p > 0 ? (call.dropout.operand === 'a' ? 1 : 2) : 0;
-  const overrides: Record<string, number> = sg
+  const overrides: Record<string, number> = thin
     ? {
         RG_TA: transA ? 1 : 0, RG_TB: transB ? 1 : 0, RG_DROP: dropOn,
-        SG_PLAIN: plain ? 1 : 0,
+        SG_SWAP: thin.swap ? 1 : 0, THIN_BLOCKS: thin.blocks,
+      }
+    : sg
+    ? {
+        RG_TA: transA ? 1 : 0, RG_TB: transB ? 1 : 0, RG_DROP: dropOn,
+        // The epilogue's parts in use, as constants (see sg_put in the shader).
+        // SG_LR 2: rank <= 4, T and L loaded once per block.
+        SG_BIAS: call.bias ? 1 : 0, SG_LR: lr ? (lr.rank <= 4 ? 2 : 1) : 0,
+        SG_MASK: lr?.mask && lr.mask.p > 0 ? 1 : 0,
+        SG_BETA: beta !== 0 ? 1 : 0,
       }
     : regs
     ? {
@@ -396,31 +481,26 @@ export function matmul(gpu: Gpu, call: MatmulCall): void {
     const c = bind(gpu, call.c, outElems, 'C');
     const auxBuf = res ?? (act?.kind === 'gelu-grad' ? act.pre : null);
     const aux = auxBuf ? bind(gpu, auxBuf, outElems, res ? 'residual' : 'GELU input') : a;
-    // A writable binding may not alias another binding: an unused c2 gets a scratch word.
-    const scratch = act?.kind === 'gelu-pair' ? null : gpu.alloc(4, 'matmul.c2-unused');
     const c2 = act?.kind === 'gelu-pair'
       ? bind(gpu, act.out, outElems, 'GELU output')
-      : { buffer: scratch!, size: 4 };
+      : unusedC2(gpu);
     gpu.run(kernel, {
       buffers: [a, b, bias, lt, ll, c, aux, c2],
       params,
       grid: [tilesN, tilesM, batch],
       overrides,
     });
-    if (scratch) gpu.free(scratch);
     return;
   }
   // Partials [nSplit, batch, M, N], then one column sum over the slices.
   const tmp = gpu.alloc(nSplit * outElems * 4, 'matmul.splitK');
   const part = bind(gpu, tmp, nSplit * outElems, 'split-K partials');
-  const scratch = gpu.alloc(4, 'matmul.c2-unused');
   gpu.run(kernel, {
-    buffers: [a, b, bias, lt, ll, part, a, { buffer: scratch, size: 4 }],
+    buffers: [a, b, bias, lt, ll, part, a, unusedC2(gpu)],
     params,
     grid: [tilesN, tilesM, batch * nSplit],
     overrides,
   });
-  gpu.free(scratch);
   colsum(gpu, tmp, call.c, nSplit, outElems);
   gpu.free(tmp);
 }
