@@ -10,8 +10,10 @@ afterAll(() => closeGpu());
 const EXACT: Tol = { rtol: 0, atol: 0 };
 
 // [B, H, W, C, ws]: padding on both sides with odd window counts, exact fit, one-pixel windows,
-// a window larger than the map, and SAM2's ws 14 on a 16x16 map.
+// a window larger than the map, SAM2's ws 14 on a 16x16 map, and more tokens (one workgroup
+// each) than a grid dimension holds (257x260 in ws 8: 69696 window tokens, 66820 pixels).
 const CASES: [number, number, number, number, number][] = [
+  [1, 257, 260, 2, 8],
   [2, 13, 10, 5, 4],
   [3, 7, 7, 3, 7],
   [2, 5, 9, 2, 2],

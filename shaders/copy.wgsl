@@ -51,7 +51,7 @@ fn transpose(
   @builtin(num_workgroups) nwg: vec3u,
 ) {
   let p = transpose_p;
-  let w = wid.x + wid.y * nwg.x;
+  let w = sl_group_index(wid, nwg);
   // Uniform per workgroup, so the barrier below stays in uniform control flow.
   if (w >= p.tilesA * p.tilesB * p.nbatch) { return; }
   let a0 = (w % p.tilesA) * TR_TILE;

@@ -6,10 +6,6 @@
 
 override WG: u32 = 256;
 
-fn linear_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 @group(0) @binding(0) var<storage, read> add_a: array<dt_a>;
 @group(0) @binding(1) var<storage, read> add_b: array<dt_b>;
 @group(0) @binding(2) var<storage, read_write> add_out: array<dt_out>;
@@ -18,7 +14,7 @@ fn linear_index(gid: vec3u, nwg: vec3u) -> u32 {
 // out = a + alpha * b (b broadcast by modulo when its length divides a's: bias rows, scalars).
 @compute @workgroup_size(WG)
 fn add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= add_p.n) { return; }
   add_out[i] = dt_out(f32(add_a[i]) + add_p.alpha * f32(add_b[i % add_p.nb]));
 }
@@ -29,7 +25,7 @@ fn add(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: 
 // out[offset + i] = value.
 @compute @workgroup_size(WG)
 fn fill(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= fill_p.n) { return; }
   fill_out[fill_p.offset + i] = dt_out(bitcast<f32>(fill_p.bits));
 }
@@ -41,7 +37,7 @@ fn fill(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 // out = x converted between element types (f32 -> f16 rounds to nearest even; overflow -> inf).
 @compute @workgroup_size(WG)
 fn convert(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= convert_p.n) { return; }
   convert_out[i] = dt_out(f32(convert_x[i]));
 }
@@ -54,7 +50,7 @@ fn convert(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
 // read_write in one dispatch, so this cannot be `add` with out = a).
 @compute @workgroup_size(WG)
 fn axpy(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= axpy_p.n) { return; }
   axpy_y[i] = dt_out(f32(axpy_y[i]) + axpy_p.alpha * f32(axpy_x[i % axpy_p.nb]));
 }
@@ -67,7 +63,7 @@ fn axpy(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 // out = alpha * a * b (b broadcast by modulo, as in `add`).
 @compute @workgroup_size(WG)
 fn mul(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= mul_p.n) { return; }
   mul_out[i] = dt_out(mul_p.alpha * f32(mul_a[i]) * f32(mul_b[i % mul_p.nb]));
 }
@@ -79,7 +75,7 @@ fn mul(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: 
 // out[i] = alpha * x[i % nb]: broadcasts a suffix-shaped tensor (the backward of a reduction).
 @compute @workgroup_size(WG)
 fn tile(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= tile_p.n) { return; }
   tile_out[i] = dt_out(tile_p.alpha * f32(tile_x[i % tile_p.nb]));
 }
@@ -91,7 +87,7 @@ fn tile(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 // out = s * x + c.
 @compute @workgroup_size(WG)
 fn affine(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= affine_p.n) { return; }
   affine_out[i] = dt_out(affine_p.s * f32(affine_x[i]) + affine_p.c);
 }
@@ -131,7 +127,7 @@ fn unary_deriv(op: u32, x: f32) -> f32 {
 // out = op(x).
 @compute @workgroup_size(WG)
 fn unary(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= unary_p.n) { return; }
   unary_out[i] = dt_out(unary_fwd(OP, f32(unary_x[i])));
 }
@@ -144,7 +140,7 @@ fn unary(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
 // out = g * op'(x): the input gradient, recomputed from the saved input.
 @compute @workgroup_size(WG)
 fn unary_grad(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = linear_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   if (i >= unary_grad_p.n) { return; }
   unary_grad_out[i] = dt_out(f32(unary_grad_g[i]) * unary_deriv(OP, f32(unary_grad_x[i])));
 }

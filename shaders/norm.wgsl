@@ -16,10 +16,6 @@ override WG: u32 = 256;
 override TC: u32 = 32;
 override TR: u32 = 8;
 
-fn row_index(wid: vec3u, nwg: vec3u) -> u32 {
-  return wid.x + wid.y * nwg.x;
-}
-
 @group(0) @binding(0) var<storage, read> lnf_x: array<dt_x>;
 @group(0) @binding(1) var<storage, read> lnf_w: array<f32>;
 @group(0) @binding(2) var<storage, read> lnf_b: array<f32>;
@@ -36,7 +32,7 @@ fn ln_forward(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = row_index(wid, nwg);
+  let row = sl_group_index(wid, nwg);
   if (row >= lnf_p.rows) { return; }
   let C = lnf_p.C;
   let base = row * C;
@@ -81,7 +77,7 @@ fn ln_dx(
   @builtin(num_workgroups) nwg: vec3u,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = row_index(wid, nwg);
+  let row = sl_group_index(wid, nwg);
   if (row >= lndx_p.rows) { return; }
   let C = lndx_p.C;
   let base = row * C;

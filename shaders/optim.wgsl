@@ -113,5 +113,5 @@ fn adamw_multi(
 ) {
   // The slot from the workgroup index, not the thread's: uniform across the workgroup, so a
   // CPU adapter's SIMD loop runs only that slot's case (a per-lane switch would run all seven).
-  am_slots(wid.x + wid.y * nwg.x, lid);
+  am_slots(sl_group_index(wid, nwg), lid);
 }

@@ -8,17 +8,13 @@
 
 override WG: u32 = 256;
 
-fn pool_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 @group(0) @binding(0) var<storage, read> mpf_x: array<dt_x>;
 @group(0) @binding(1) var<storage, read_write> mpf_y: array<dt_y>;
 @group(0) @binding(2) var<uniform> mpf_p: PoolParams;
 
 @compute @workgroup_size(WG)
 fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = pool_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = mpf_p;
   if (i >= p.b * p.ho * p.wo * p.c) { return; }
   let ci = i % p.c;
@@ -46,7 +42,7 @@ fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 // dx = dy of the window when this element is the window's first maximum, else 0.
 @compute @workgroup_size(WG)
 fn maxpool_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = pool_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = mpb_p;
   if (i >= p.b * p.h * p.w * p.c) { return; }
   let ci = i % p.c;

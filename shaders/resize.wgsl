@@ -11,10 +11,6 @@
 
 override WG: u32 = 256;
 
-fn rs_index(gid: vec3u, nwg: vec3u) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
-}
-
 // nearest: src = min(floor(dst * scale), in - 1).
 fn near_src(o: u32, scale: f32, n: u32) -> u32 {
   return min(u32(floor(f32(o) * scale)), n - 1u);
@@ -86,7 +82,7 @@ fn lin_first(t: i32, scale: f32, nin: u32, nout: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn nearest_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = rs_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = nf_p;
   if (i >= p.b * p.ho * p.wo * p.c) { return; }
   let ci = i % p.c;
@@ -105,7 +101,7 @@ fn nearest_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 
 @compute @workgroup_size(WG)
 fn nearest_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = rs_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = nb_p;
   if (i >= p.b * p.h * p.w * p.c) { return; }
   let ci = i % p.c;
@@ -134,7 +130,7 @@ fn nearest_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
 
 @compute @workgroup_size(WG)
 fn bilinear_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = rs_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = bf_p;
   if (i >= p.b * p.ho * p.wo * p.c) { return; }
   let ci = i % p.c;
@@ -160,7 +156,7 @@ fn bilinear_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgrou
 // Outputs reading input row iy have i0 in {iy - 1, iy}: the range [first(iy-1), first(iy+1)).
 @compute @workgroup_size(WG)
 fn bilinear_bwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = rs_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = bb_p;
   if (i >= p.b * p.h * p.w * p.c) { return; }
   let ci = i % p.c;
@@ -210,7 +206,7 @@ fn cubic_coeffs(t: f32) -> vec4f {
 
 @compute @workgroup_size(WG)
 fn bicubic_fwd(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let i = rs_index(gid, nwg);
+  let i = sl_flat_index(gid, nwg, WG);
   let p = cf_p;
   if (i >= p.b * p.ho * p.wo * p.c) { return; }
   let ci = i % p.c;

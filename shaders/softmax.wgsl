@@ -22,7 +22,7 @@ fn softmax(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
 ) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = sl_group_index(wid, nwg);
   // Uniform per workgroup: the whole group returns, so the barriers below stay uniform.
   if (row >= softmax_p.rows) { return; }
   let t = lid.x;
@@ -57,7 +57,7 @@ fn softmax_grad(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) nwg: vec3u,
 ) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = sl_group_index(wid, nwg);
   if (row >= softmax_grad_p.rows) { return; }
   let t = lid.x;
   let base = row * softmax_grad_p.cols;

@@ -90,6 +90,11 @@ export const WGSL_PRELUDE = `
 fn sl_flat_index(gid: vec3u, nwg: vec3u, wg: u32) -> u32 {
   return gid.x + gid.y * nwg.x * wg;
 }
+// Index of a workgroup in such a folded grid (one workgroup per row, token, ...; groups past the
+// end get indices >= the count: check them).
+fn sl_group_index(wid: vec3u, nwg: vec3u) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
 // A loop bound read from the uniforms, passed through an invocation id: the value is unchanged
 // (min(u, u | id) == u) but no longer uniform-only. lavapipe (Mesa 22.3) inlines uniforms that
 // bound a loop and recompiles the shader for every dispatch (measured 4.5 ms per dispatch of

@@ -52,31 +52,57 @@ export class MultiScaleAttention extends Module {
   }
 
   /**
-   * x: windows (or the whole grid) [B', h, w, C] → [B', h', w', dimOut], where q (and so the
-   * output grid) is max-pooled by qStride in pooling blocks; `residual` ([B', h', w', dimOut])
+   * Global attention over the whole grid x [B, h, w, C] → [B, h', w', dimOut], where q (and so
+   * the output grid) is max-pooled by qStride in pooling blocks; `residual` ([B, h', w', dimOut])
    * is added by the output projection's epilogue.
    */
   forward(x: Tensor, residual: Tensor | null = null): Tensor {
     const [b, h, w] = x.shape;
-    const d = this.plan.dimOut;
-    const heads = this.plan.heads;
     const qkv = this.qkv.forward(reshape(x, [b, h * w, x.shape[3]]));
-    let out: Tensor;
-    let oh = h;
-    let ow = w;
-    const qs = this.plan.qStride;
-    if (qs) {
-      // Official order: q is split off, pooled on its (h, w) grid, then attends to all k/v
-      // (read in place from the packed qkv).
-      const q = maxPool2d(reshape(sliceLast(qkv, 0, d), [b, h, w, d]), qs[0]);
-      oh = q.shape[1];
-      ow = q.shape[2];
-      out = attentionQkv(qkv, heads, reshape(q, [b, oh * ow, d]));
-    } else {
-      out = attentionQkv(qkv, heads);
-    }
+    const { out, oh, ow } = this.attend(qkv, b, h, w);
+    const d = this.plan.dimOut;
     const res = residual && reshape(residual, [b, oh * ow, d]);
     return reshape(this.proj.forward(out, res), [b, oh, ow, d]);
+  }
+
+  /**
+   * Attention inside ws×ws windows of x [B, H, W, C] (zero-padded at the bottom and right, no
+   * mask: padding tokens take part, as in SAM2) → [B, H', W', dimOut], H' = floor(H / qStride)
+   * in pooling blocks (q pooled per window); `residual` ([B, H', W', dimOut]) is added by the
+   * output projection's epilogue.
+   * SAM2 partitions first; qkv and proj are per-token, so here they run outside the windows, on
+   * the real tokens only. When the grid needs padding, qkv runs before the partition, which pads
+   * with what qkv makes of a zero token (its bias; a LoRA branch adds B·A·0 = 0); without
+   * padding, the partition comes first as in SAM2, as it then moves C channels, not 3·dimOut.
+   * proj always runs after the unpartition, which drops the padding rows proj would compute for
+   * nothing, and adds the residual in its epilogue. Same values, fewer rows.
+   */
+  forwardWindowed(x: Tensor, ws: number, residual: Tensor | null = null): Tensor {
+    const [b, h, w] = x.shape;
+    const nWin = Math.ceil(h / ws) * Math.ceil(w / ws);
+    const padded = h % ws !== 0 || w % ws !== 0;
+    const qkv = padded
+      ? windowPartition(this.qkv.forward(x), ws, this.qkv.bias)
+      : this.qkv.forward(windowPartition(x, ws));
+    const { out, oh: wsOut } = this.attend(qkv, b * nWin, ws, ws);
+    const qs = this.plan.qStride?.[0] ?? 1;
+    const y = windowUnpartition(out, wsOut, [Math.floor(h / qs), Math.floor(w / qs)]);
+    return this.proj.forward(y, residual);
+  }
+
+  /**
+   * The attention core on packed qkv rows [b, h·w, 3·dimOut] of b grids (or windows) h×w: q is
+   * split off and max-pooled on its grid in pooling blocks (official order), then attends to all
+   * k/v, read in place from the packed qkv → out [b, h'·w', dimOut] on the grid h'×w'.
+   */
+  attend(qkv: Tensor, b: number, h: number, w: number): { out: Tensor; oh: number; ow: number } {
+    const d = this.plan.dimOut;
+    const heads = this.plan.heads;
+    const qs = this.plan.qStride;
+    if (!qs) return { out: attentionQkv(qkv, heads), oh: h, ow: w };
+    const q = maxPool2d(reshape(sliceLast(qkv, 0, d), [b, h, w, d]), qs[0]);
+    const [, oh, ow] = q.shape;
+    return { out: attentionQkv(qkv, heads, reshape(q, [b, oh * ow, d])), oh, ow };
   }
 }
 
@@ -103,7 +129,6 @@ export class MultiScaleBlock extends Module {
 
   forward(x: Tensor): Tensor {
     const { windowSize: ws, qStride } = this.plan;
-    const [b, h, w] = x.shape;
     const xn = this.norm1.forward(x);
     let shortcut = x;
     if (this.proj) {
@@ -111,25 +136,11 @@ export class MultiScaleBlock extends Module {
       shortcut = this.proj.forward(xn);
       if (qStride) shortcut = maxPool2d(shortcut, qStride[0]);
     }
-    const [, sh, sw] = shortcut.shape;
     // Skip connections are added in the epilogues of the products that end each branch (the
-    // attention's output projection, where no window unpartition comes after it, and the MLP's).
-    let x1: Tensor;
-    if (ws > 0) {
-      // Zero-padded windows, no attention mask (padded tokens take part, as in SAM2).
-      const nWin = Math.ceil(h / ws) * Math.ceil(w / ws);
-      const windows = reshape(windowPartition(xn, ws), [b * nWin, ws, ws, this.plan.dim]);
-      const attended = this.attn.forward(windows);
-      const wsOut = attended.shape[1];
-      const y = windowUnpartition(
-        reshape(attended, [b * nWin, wsOut * wsOut, this.plan.dimOut]),
-        wsOut,
-        [sh, sw],
-      );
-      x1 = add(shortcut, y);
-    } else {
-      x1 = this.attn.forward(xn, shortcut);
-    }
+    // attention's output projection and the MLP's).
+    const x1 = ws > 0
+      ? this.attn.forwardWindowed(xn, ws, shortcut)
+      : this.attn.forward(xn, shortcut);
     return this.mlp.forward(this.norm2.forward(x1), x1);
   }
 }

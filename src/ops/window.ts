@@ -3,7 +3,9 @@ import { type Tensor, shapeStr } from '../autograd/tensor.js';
 import {
   type WinDims,
   windowCounts,
+  windowFillGrad,
   windowPartition as partitionKernel,
+  windowPartitionFill,
   windowUnpartition as unpartitionKernel,
 } from '../kernels/window.js';
 
@@ -14,31 +16,44 @@ function checkWs(op: string, ws: number): void {
 }
 
 /**
- * Cuts x into ws x ws windows after zero-padding the bottom and right to multiples of ws (SAM2's
- * window_partition). Windows are ordered (b, wy, wx), tokens row-major inside a window.
- * Shapes: x [B, H, W, C] -> [B * ceil(H / ws) * ceil(W / ws), ws * ws, C].
+ * Cuts x into ws x ws windows after padding the bottom and right to multiples of ws (SAM2's
+ * window_partition), with zeros or, given `fill` [C], with that vector: a Linear's bias is what
+ * the Linear makes of a zero token, so `windowPartition(linear(x), ws, bias)` equals
+ * `linear(windowPartition(x, ws))` without computing the padding rows. The fill's gradient is the
+ * sum of the padding tokens' gradients. Windows are ordered (b, wy, wx), tokens row-major inside
+ * a window.
+ * Shapes: x [B, H, W, C], fill [C] or null -> [B * ceil(H / ws) * ceil(W / ws), ws * ws, C]
+ * (x's dtype; fill's may differ).
  */
-export function windowPartition(x: Tensor, ws: number): Tensor {
+export function windowPartition(x: Tensor, ws: number, fill: Tensor | null = null): Tensor {
   checkWs('windowPartition', ws);
   if (x.shape.length !== 4) {
     throw new Error(`windowPartition: expected x [B, H, W, C], got ${shapeStr(x.shape)}`);
   }
   const [B, H, W, C] = x.shape;
+  if (fill && (fill.shape.length !== 1 || fill.shape[0] !== C)) {
+    throw new Error(`windowPartition: fill must be [${C}] like x's channels, got ` +
+      `${shapeStr(fill.shape)}`);
+  }
   const d: WinDims = { B, H, W, C, ws };
   const [nh, nw] = windowCounts(H, W, ws);
   const e = x.engine;
   const out = e.emptyLike(x, [B * nh * nw, ws * ws, C]);
-  partitionKernel(e.gpu, x.buffer, out.buffer, d);
+  if (fill) windowPartitionFill(e.gpu, x.buffer, fill.buffer, out.buffer, d);
+  else partitionKernel(e.gpu, x.buffer, out.buffer, d);
   return e.record(
     {
       name: 'windowPartition',
-      inputs: [x],
+      inputs: fill ? [x, fill] : [x],
       saved: [],
-      // Each pixel appears in exactly one window; padding positions receive no gradient.
-      backward: (g) => {
-        const gx = e.emptyLike(x);
-        unpartitionKernel(e.gpu, g.buffer, gx.buffer, d);
-        return [gx];
+      // Each pixel appears in exactly one window; padding positions belong to the fill.
+      backward: (g, needs) => {
+        const gx = needs[0] ? e.emptyLike(x) : null;
+        if (gx) unpartitionKernel(e.gpu, g.buffer, gx.buffer, d);
+        if (!fill) return [gx];
+        const gf = needs[1] ? e.emptyLike(fill) : null;
+        if (gf) windowFillGrad(e.gpu, g.buffer, gf.buffer, d);
+        return [gx, gf];
       },
     },
     out,
