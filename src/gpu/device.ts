@@ -6,7 +6,7 @@
  */
 import { GpuError, GpuLostError, GpuOutOfMemoryError, KernelError } from './errors.js';
 import {
-  type AliasTypes, type DType, type Kernel, packParams, pipelineKey, typesKey,
+  type AliasTypes, type DType, type Kernel, packParamsInto, paramBytes, pipelineKey, typesKey,
 } from './kernel.js';
 import { BufferPool, STORAGE_USAGE } from './pool.js';
 
@@ -63,13 +63,28 @@ const WANTED_LIMITS = [
   'maxBindGroups',
 ] as const;
 
-const UNIFORM_CHUNK = 64 * 1024;
+/** Bytes of one uniform staging chunk (exported for the tests that make it wrap). */
+export const UNIFORM_CHUNK = 64 * 1024;
 const MAX_QUERIES = 4096;
+/**
+ * Bind groups kept for reuse. Past this many the cache starts over: entries for buffers made
+ * outside the pool (and since dropped) would otherwise pile up.
+ */
+const BIND_GROUP_CACHE = 16384;
 
 interface UniformChunk {
   gpu: GPUBuffer;
   cpu: Uint8Array<ArrayBuffer>;
+  view: DataView;
   used: number;
+}
+
+/** Counters of the per-dispatch caches (tests and the bench read them). */
+export interface RecordStats {
+  dispatches: number;
+  bindGroupHits: number;
+  bindGroupMisses: number;
+  uniformChunks: number;
 }
 
 interface PendingError {
@@ -99,12 +114,35 @@ export class Gpu {
   readonly timings = new Map<string, KernelTiming>();
   profile = false;
 
+  readonly recordStats: RecordStats = {
+    dispatches: 0, bindGroupHits: 0, bindGroupMisses: 0, uniformChunks: 0,
+  };
+
   private pipelines = new Map<string, GPUComputePipeline>();
+  /** Per kernel: pipelines of dispatches without per-call overrides, by typesKey. */
+  private kernelPipelines = new WeakMap<Kernel, Map<string, GPUComputePipeline>>();
+  private pipelineIds = new WeakMap<GPUComputePipeline, number>();
   private modules = new Map<string, GPUShaderModule>();
   private encoder: GPUCommandEncoder | null = null;
   private dispatches = 0;
+  /**
+   * Uniform staging, used in order from chunk 0 after every submit: the k-th dispatch after a
+   * submit gets the same (chunk, offset) each step, so its bind group can be reused.
+   * queue.writeBuffer runs in submission order, so rewriting a chunk after a submit never
+   * changes what that submit's dispatches read.
+   */
   private chunks: UniformChunk[] = [];
-  private freeChunks: UniformChunk[] = [];
+  private chunkIndex = -1;
+  /**
+   * Bind groups by (pipeline, every binding's buffer id/offset/size, uniform slot). A bind group
+   * names buffers, not contents, so a pooled buffer refilled with other data keeps its bind
+   * groups valid; its bound size (the holder's requested bytes) is part of the key. Ids are
+   * never reused, so a new buffer never matches an old entry.
+   */
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextId = 1;
+  private maxGroups: number;
   private errors: PendingError[] = [];
   private uncaptured: GpuError[] = [];
   private lostReason: string | null = null;
@@ -123,6 +161,7 @@ export class Gpu {
     this.features = new Set(device.features as unknown as Iterable<string>);
     this.pool = new BufferPool(device, device.limits.maxBufferSize);
     this.uniformAlign = Math.max(16, device.limits.minUniformBufferOffsetAlignment);
+    this.maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
     device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       this.uncaptured.push(new GpuError(`uncaptured GPU error: ${ev.error.message}`));
     };
@@ -281,26 +320,96 @@ export class Gpu {
     return m;
   }
 
+  /** The pipeline of a dispatch: kernel + per-call overrides + element types. */
   private pipeline(
     kernel: Kernel,
-    overrides: Record<string, number>,
+    callOverrides: Record<string, number> | undefined,
     types: AliasTypes,
   ): GPUComputePipeline {
+    // Most dispatches pass no overrides: look those up per kernel, without building the full key.
+    let perKernel: Map<string, GPUComputePipeline> | undefined;
+    const tkey = callOverrides ? '' : typesKey(types);
+    if (!callOverrides) {
+      perKernel = this.kernelPipelines.get(kernel);
+      const hit = perKernel?.get(tkey);
+      if (hit) return hit;
+    }
+    const overrides = { ...(kernel.overrides ?? {}), ...(callOverrides ?? {}) };
     const key = pipelineKey(kernel, overrides, types);
     let p = this.pipelines.get(key);
     if (!p) {
-      p = this.device.createComputePipeline({
-        label: kernel.name,
-        layout: 'auto',
-        compute: {
-          module: this.module(kernel, types),
-          entryPoint: kernel.entry,
-          constants: overrides,
-        },
-      });
+      this.device.pushErrorScope('validation');
+      try {
+        p = this.device.createComputePipeline({
+          label: kernel.name,
+          layout: 'auto',
+          compute: {
+            module: this.module(kernel, types),
+            entryPoint: kernel.entry,
+            constants: overrides,
+          },
+        });
+      } finally {
+        this.errors.push({ kernel: kernel.name, promise: this.device.popErrorScope() });
+      }
       this.pipelines.set(key, p);
     }
+    if (!callOverrides) {
+      if (!perKernel) this.kernelPipelines.set(kernel, (perKernel = new Map()));
+      perKernel.set(tkey, p);
+    }
     return p;
+  }
+
+  private idOf(buf: GPUBuffer): number {
+    let id = this.bufferIds.get(buf);
+    if (id === undefined) this.bufferIds.set(buf, (id = this.nextId++));
+    return id;
+  }
+
+  /** The bind group of a dispatch, from the cache when the same bindings were bound before. */
+  private bindGroup(
+    kernel: Kernel,
+    pipeline: GPUComputePipeline,
+    buffers: (GPUBuffer | BufferRef)[],
+    uniform: GPUBufferBinding,
+  ): GPUBindGroup {
+    let pid = this.pipelineIds.get(pipeline);
+    if (pid === undefined) this.pipelineIds.set(pipeline, (pid = this.nextId++));
+    let key = `${pid}|${this.idOf(uniform.buffer)}@${uniform.offset}`;
+    for (let i = 0; i < buffers.length; i++) {
+      const b = buffers[i];
+      key += 'buffer' in b
+        ? `|${this.idOf(b.buffer)}@${b.offset ?? 0}:${b.size ?? '-'}`
+        : `|${this.idOf(b)}:${this.pool.requestedBytes(b)}`;
+    }
+    const hit = this.bindGroups.get(key);
+    if (hit) {
+      this.recordStats.bindGroupHits++;
+      return hit;
+    }
+    this.recordStats.bindGroupMisses++;
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+      binding: i,
+      // Bind what was asked for, not the rounded-up size class: a tensor just under
+      // maxStorageBufferBindingSize must stay bindable.
+      resource: 'buffer' in b ? toBinding(b) : { buffer: b, size: this.pool.requestedBytes(b) },
+    }));
+    entries.push({ binding: buffers.length, resource: uniform });
+    this.device.pushErrorScope('validation');
+    let group: GPUBindGroup;
+    try {
+      group = this.device.createBindGroup({
+        label: kernel.name,
+        layout: pipeline.getBindGroupLayout(0),
+        entries,
+      });
+    } finally {
+      this.errors.push({ kernel: kernel.name, promise: this.device.popErrorScope() });
+    }
+    if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
+    this.bindGroups.set(key, group);
+    return group;
   }
 
   /** Records one kernel dispatch into the current command encoder. */
@@ -314,30 +423,19 @@ export class Gpu {
       );
     }
     const [gx, gy = 1, gz = 1] = args.grid;
-    const maxG = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const maxG = this.maxGroups;
     if (gx > maxG || gy > maxG || gz > maxG) {
       throw new KernelError(kernel.name, `grid [${gx},${gy},${gz}] exceeds ${maxG} per dimension`);
     }
     if (gx === 0 || gy === 0 || gz === 0) return;
-    const uniform = this.uniformSlot(packParams(kernel, args.params));
-    const overrides = { ...(kernel.overrides ?? {}), ...(args.overrides ?? {}) };
-
+    const uniform = this.uniformSlot(kernel, args.params);
     const types = this.aliasTypes(kernel, args.buffers);
 
-    this.device.pushErrorScope('validation');
-    const pipeline = this.pipeline(kernel, overrides, types);
-    const entries: GPUBindGroupEntry[] = args.buffers.map((b, i) => ({
-      binding: i,
-      // Bind what was asked for, not the rounded-up size class: a tensor just under
-      // maxStorageBufferBindingSize must stay bindable.
-      resource: 'buffer' in b ? toBinding(b) : { buffer: b, size: this.pool.requestedBytes(b) },
-    }));
-    entries.push({ binding: args.buffers.length, resource: uniform });
-    const bindGroup = this.device.createBindGroup({
-      label: kernel.name,
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
+    // Device-level errors of a dispatch come only from creating its pipeline or bind group: each
+    // creation has its own error scope naming the kernel. Errors in the pass's commands surface
+    // at the encoder's finish (the submit's scope), named by the pass label (throwPending).
+    const pipeline = this.pipeline(kernel, args.overrides, types);
+    const bindGroup = this.bindGroup(kernel, pipeline, args.buffers, uniform);
     const encoder = this.getEncoder();
     const timestampWrites = this.timestampWrites(kernel.name);
     const pass = encoder.beginComputePass({ label: kernel.name, timestampWrites });
@@ -345,8 +443,8 @@ export class Gpu {
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(gx, gy, gz);
     pass.end();
-    this.errors.push({ kernel: kernel.name, promise: this.device.popErrorScope() });
     this.dispatches++;
+    this.recordStats.dispatches++;
     if (this.queryNames.length >= MAX_QUERIES / 2) this.flush();
   }
 
@@ -377,31 +475,42 @@ export class Gpu {
     return types;
   }
 
-  private uniformSlot(data: ArrayBuffer): GPUBufferBinding {
-    const size = data.byteLength;
-    let chunk = this.chunks[this.chunks.length - 1];
+  /** Packs a dispatch's uniforms into the next slot of the staging chunks (see `chunks`). */
+  private uniformSlot(kernel: Kernel, params: Record<string, number>): GPUBufferBinding {
+    const size = paramBytes(kernel);
+    let chunk = this.chunks[this.chunkIndex];
     if (!chunk || chunk.used + size > UNIFORM_CHUNK) {
-      chunk = this.freeChunks.pop() ?? {
-        gpu: this.device.createBuffer({
-          size: UNIFORM_CHUNK,
-          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-          label: 'uniforms',
-        }),
-        cpu: new Uint8Array(UNIFORM_CHUNK),
-        used: 0,
-      };
+      chunk = this.chunks[++this.chunkIndex];
+      if (!chunk) {
+        const cpu = new Uint8Array(UNIFORM_CHUNK);
+        chunk = {
+          gpu: this.device.createBuffer({
+            size: UNIFORM_CHUNK,
+            usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+            label: 'uniforms',
+          }),
+          cpu,
+          view: new DataView(cpu.buffer),
+          used: 0,
+        };
+        this.chunks.push(chunk);
+        this.recordStats.uniformChunks++;
+      }
       chunk.used = 0;
-      this.chunks.push(chunk);
     }
     const offset = chunk.used;
-    chunk.cpu.set(new Uint8Array(data), offset);
+    packParamsInto(kernel, params, chunk.view, offset);
     chunk.used = Math.ceil((offset + size) / this.uniformAlign) * this.uniformAlign;
     return { buffer: chunk.gpu, offset, size };
   }
 
   private timestampWrites(name: string): GPUComputePassTimestampWrites | undefined {
     if (!this.profile || !this.features.has('timestamp-query')) return undefined;
-    this.querySet ??= this.device.createQuerySet({ type: 'timestamp', count: MAX_QUERIES });
+    if (!this.querySet) {
+      this.device.pushErrorScope('validation');
+      this.querySet = this.device.createQuerySet({ type: 'timestamp', count: MAX_QUERIES });
+      this.errors.push({ kernel: name, promise: this.device.popErrorScope() });
+    }
     const i = this.queryNames.length * 2;
     this.queryNames.push(name);
     return { querySet: this.querySet, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 };
@@ -419,6 +528,7 @@ export class Gpu {
     if (!this.encoder) {
       // Nothing recorded can still use released buffers: they are reusable now.
       this.pool.afterSubmit();
+      this.chunkIndex = -1;
       return;
     }
     const encoder = this.encoder;
@@ -439,15 +549,17 @@ export class Gpu {
       timing = { names: this.queryNames, resolve, readback };
       this.queryNames = [];
     }
-    for (const c of this.chunks) this.device.queue.writeBuffer(c.gpu, 0, c.cpu, 0, c.used);
+    for (let i = 0; i <= this.chunkIndex; i++) {
+      const c = this.chunks[i];
+      this.device.queue.writeBuffer(c.gpu, 0, c.cpu, 0, c.used);
+    }
     this.device.pushErrorScope('out-of-memory');
     this.device.pushErrorScope('validation');
     const cmd = encoder.finish();
     this.device.queue.submit([cmd]);
     this.errors.push({ kernel: 'submit', promise: this.device.popErrorScope() });
     this.errors.push({ kernel: 'submit', promise: this.device.popErrorScope() });
-    this.freeChunks.push(...this.chunks);
-    this.chunks = [];
+    this.chunkIndex = -1;
     this.pool.afterSubmit();
     this.dispatches = 0;
     if (timing) this.timingReads.push(this.collectTimings(timing));
@@ -483,6 +595,8 @@ export class Gpu {
     this.errors = [];
     const results = await Promise.all(pending.map((p) => p.promise));
     if (this.lostReason) throw new GpuLostError(this.lostReason);
+    // A bind group made in a failed scope may be an error object: never hand it out again.
+    if (results.some((r) => r)) this.bindGroups.clear();
     for (let i = 0; i < results.length; i++) {
       const err = results[i];
       if (!err) continue;
@@ -512,6 +626,7 @@ export class Gpu {
   private destroyDevice(): boolean {
     if (this.closed) return false;
     this.closed = true;
+    this.bindGroups.clear();
     this.pool.trim();
     this.device.destroy();
     return true;

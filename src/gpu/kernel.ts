@@ -268,35 +268,58 @@ export function defineShader(
   return family;
 }
 
+/** Bytes of a kernel's packed uniforms (a multiple of 16, at least 16). */
+export function paramBytes(kernel: Kernel): number {
+  return Math.max(16, Math.ceil((kernel.fields.length * 4) / 16) * 16);
+}
+
 /** Packs uniform values in struct order; a missing or non-finite field is an error. */
 export function packParams(kernel: Kernel, values: Record<string, number>): ArrayBuffer {
-  const bytes = Math.max(16, Math.ceil((kernel.fields.length * 4) / 16) * 16);
-  const buf = new ArrayBuffer(bytes);
-  const view = new DataView(buf);
-  kernel.fields.forEach(([name, type], i) => {
+  const buf = new ArrayBuffer(paramBytes(kernel));
+  packParamsInto(kernel, values, new DataView(buf), 0);
+  return buf;
+}
+
+/**
+ * packParams writing into `view` at `offset` (the runtime's uniform staging memory, so a dispatch
+ * allocates nothing). The bytes past the fields up to paramBytes are left as they are.
+ */
+export function packParamsInto(
+  kernel: Kernel,
+  values: Record<string, number>,
+  view: DataView,
+  offset: number,
+): void {
+  const fields = kernel.fields;
+  for (let i = 0; i < fields.length; i++) {
+    const [name, type] = fields[i];
     const v = values[name];
     if (v === undefined || !Number.isFinite(v)) {
       throw new Error(`kernel ${kernel.name}: uniform '${name}' is ${v}`);
     }
-    if (type === 'f32') view.setFloat32(i * 4, v, true);
+    const at = offset + i * 4;
+    if (type === 'f32') view.setFloat32(at, v, true);
     else if (type === 'u32') {
       if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
         throw new Error(`kernel ${kernel.name}: uniform '${name}' = ${v} is not a u32`);
       }
-      view.setUint32(i * 4, v, true);
+      view.setUint32(at, v, true);
     } else {
       if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) {
         throw new Error(`kernel ${kernel.name}: uniform '${name}' = ${v} is not an i32`);
       }
-      view.setInt32(i * 4, v, true);
+      view.setInt32(at, v, true);
     }
-  });
+  }
+  // Every field was found above, so as many keys as fields means no unknown one.
+  let keys = 0;
+  for (const k in values) if (Object.prototype.hasOwnProperty.call(values, k)) keys++;
+  if (keys === fields.length) return;
   for (const k of Object.keys(values)) {
-    if (!kernel.fields.some(([n]) => n === k)) {
+    if (!fields.some(([n]) => n === k)) {
       throw new Error(`kernel ${kernel.name}: unknown uniform '${k}'`);
     }
   }
-  return buf;
 }
 
 /** The f16 aliases of an assignment, sorted: '' for the all-f32 variant. */

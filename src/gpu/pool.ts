@@ -35,6 +35,9 @@ export class BufferPool {
   private requested = new WeakMap<GPUBuffer, number>();
   /** Element type of what the current holder stores (f32 unless set): picks kernel variants. */
   private dtypes = new WeakMap<GPUBuffer, DType>();
+  /** Creation order: free lists hand out their oldest buffer first (see afterSubmit). */
+  private order = new WeakMap<GPUBuffer, number>();
+  private created = 0;
   readonly stats: PoolStats = {
     liveBytes: 0,
     peakLiveBytes: 0,
@@ -64,6 +67,7 @@ export class BufferPool {
     } else {
       buf = this.device.createBuffer({ size, usage, label });
       this.sizes.set(buf, size);
+      this.order.set(buf, this.created++);
       this.stats.allocatedBytes += size;
       this.stats.allocations++;
     }
@@ -95,14 +99,24 @@ export class BufferPool {
     return this.requested.get(buf) ?? buf.size;
   }
 
+  /**
+   * Makes the buffers released since the last submit reusable. Each free list is kept sorted so
+   * that acquire hands out the oldest buffer first: a step that allocates like the one before it
+   * then gets the very same buffers, which lets the runtime reuse its bind groups.
+   */
   afterSubmit(): void {
+    if (this.pending.length === 0) return;
+    const touched = new Set<GPUBuffer[]>();
     for (const buf of this.pending) {
       const key = `${buf.size}:${buf.usage}`;
       let list = this.free.get(key);
       if (!list) this.free.set(key, (list = []));
       list.push(buf);
+      touched.add(list);
     }
     this.pending = [];
+    const rank = (b: GPUBuffer): number => this.order.get(b) ?? -1;
+    for (const list of touched) list.sort((a, b) => rank(b) - rank(a));
   }
 
   /** Destroys every cached buffer (used on out-of-memory and at shutdown). */

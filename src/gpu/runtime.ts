@@ -5,7 +5,10 @@
 import { openAdapter, type AdapterChoice } from './dawn.js';
 import { Gpu as DeviceGpu } from './device.js';
 
-export type { AdapterFacts, BufferRef, DeviceInfo, KernelTiming, RunArgs } from './device.js';
+export type {
+  AdapterFacts, BufferRef, DeviceInfo, KernelTiming, RecordStats, RunArgs,
+} from './device.js';
+export { UNIFORM_CHUNK } from './device.js';
 
 export class Gpu extends DeviceGpu {
   /** Opens Dawn, picks an adapter (see openAdapter) and requests a device on it. */
