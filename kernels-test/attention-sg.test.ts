@@ -25,6 +25,8 @@ import { U16, f16Supported } from './f16-helpers.js';
 import { checkOp, expectClose, f32, randn, reportError, spyRuns, testEngine, type Tol } from './helpers.js';
 import {
   type AttnShape,
+  attentionDsumRef as dsumRef,
+  attentionLseRef as lseRef,
   attentionRef,
   attentionRefBackward,
   packQkv,
@@ -44,52 +46,6 @@ const FWD: Tol = { rtol: 1e-4, atol: 5e-6 };
 const BWD: Tol = { rtol: 1e-3, atol: 2e-5 };
 // lse = m + log(l): f32 rounding of the max and of log of a sum of Nk terms (|lse| ~ 1..10).
 const LSE: Tol = { rtol: 1e-6, atol: 1e-6 };
-
-/** logsumexp of each score row [B * heads, Nq] in float64 (what attn_fwd saves for backward). */
-function lseRef(s: AttnShape, q: Float64Array, k: Float64Array): Float64Array {
-  const { B, heads, hd, Nq, Nk } = s;
-  const C = heads * hd;
-  const scale = 1 / Math.sqrt(hd);
-  const out = new Float64Array(B * heads * Nq);
-  const row = new Float64Array(Nk);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < Nq; i++) {
-        let m = -Infinity;
-        for (let j = 0; j < Nk; j++) {
-          let dot = 0;
-          for (let d = 0; d < hd; d++) dot += q[(b * Nq + i) * C + h * hd + d] * k[(b * Nk + j) * C + h * hd + d];
-          row[j] = dot * scale;
-          m = Math.max(m, row[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < Nk; j++) sum += Math.exp(row[j] - m);
-        out[(b * heads + h) * Nq + i] = m + Math.log(sum);
-      }
-    }
-  }
-  return out;
-}
-
-/** D = rowsum(g * out) per (b, h, query) [B * heads, Nq] in float64. */
-function dsumRef(s: AttnShape, g: Float64Array, out: Float64Array): Float64Array {
-  const { B, heads, hd, Nq } = s;
-  const C = heads * hd;
-  const D = new Float64Array(B * heads * Nq);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < heads; h++) {
-      for (let i = 0; i < Nq; i++) {
-        let sum = 0;
-        for (let d = 0; d < hd; d++) {
-          const o = (b * Nq + i) * C + h * hd + d;
-          sum += g[o] * out[o];
-        }
-        D[(b * heads + h) * Nq + i] = sum;
-      }
-    }
-  }
-  return D;
-}
 
 /** Rows r of `width` columns at (stride, offset) of a flat [rows, stride] array. */
 function cols(x: ArrayLike<number>, rows: number, stride: number, offset: number, width: number) {

@@ -49,30 +49,39 @@ fn as_cols(r: mat4x4f, c: vec4f) -> mat4x4f {
   return mat4x4f(r[0] * c.x, r[1] * c.y, r[2] * c.z, r[3] * c.w);
 }
 
+// The streamed and owned rows of every pass: bindings 0-2 (q, k, v) in all three, 3 (dO) in the
+// two backward passes (the forward's binding 3 is its output, a variable of its own).
+@group(0) @binding(0) var<storage, read> as_qb: array<vec4<dt_q>>;
+@group(0) @binding(1) var<storage, read> as_kb: array<vec4<dt_k>>;
+@group(0) @binding(2) var<storage, read> as_vb: array<vec4<dt_v>>;
+@group(0) @binding(3) var<storage, read> as_gb: array<vec4<dt_g>>;
+
+// Rows at vec4 index r + e of 4 rows, as columns.
+fn as_q4(r: vec4u, e: u32) -> mat4x4f {
+  return mat4x4f(vec4f(as_qb[r.x + e]), vec4f(as_qb[r.y + e]), vec4f(as_qb[r.z + e]),
+    vec4f(as_qb[r.w + e]));
+}
+
+fn as_k4(r: vec4u, e: u32) -> mat4x4f {
+  return mat4x4f(vec4f(as_kb[r.x + e]), vec4f(as_kb[r.y + e]), vec4f(as_kb[r.z + e]),
+    vec4f(as_kb[r.w + e]));
+}
+
+fn as_v4(r: vec4u, e: u32) -> mat4x4f {
+  return mat4x4f(vec4f(as_vb[r.x + e]), vec4f(as_vb[r.y + e]), vec4f(as_vb[r.z + e]),
+    vec4f(as_vb[r.w + e]));
+}
+
+fn as_g4(r: vec4u, e: u32) -> mat4x4f {
+  return mat4x4f(vec4f(as_gb[r.x + e]), vec4f(as_gb[r.y + e]), vec4f(as_gb[r.z + e]),
+    vec4f(as_gb[r.w + e]));
+}
+
 // ---- forward -----------------------------------------------------------------------------------
 
-@group(0) @binding(0) var<storage, read> af_qb: array<vec4<dt_q>>;
-@group(0) @binding(1) var<storage, read> af_kb: array<vec4<dt_k>>;
-@group(0) @binding(2) var<storage, read> af_vb: array<vec4<dt_v>>;
 @group(0) @binding(3) var<storage, read_write> af_ob: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> af_lse: array<f32>;
 @group(0) @binding(5) var<uniform> af_p: AttnParams;
-
-// Rows at vec4 index r + e of 4 rows, as columns.
-fn af_q4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(af_qb[r.x + e]), vec4f(af_qb[r.y + e]), vec4f(af_qb[r.z + e]),
-    vec4f(af_qb[r.w + e]));
-}
-
-fn af_k4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(af_kb[r.x + e]), vec4f(af_kb[r.y + e]), vec4f(af_kb[r.z + e]),
-    vec4f(af_kb[r.w + e]));
-}
-
-fn af_v4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(af_vb[r.x + e]), vec4f(af_vb[r.y + e]), vec4f(af_vb[r.z + e]),
-    vec4f(af_vb[r.w + e]));
-}
 
 // Grid: x = blocks of 32 queries, y/z = B * heads (bh_index).
 @compute @workgroup_size(8)
@@ -110,8 +119,8 @@ fn attn_fwd_sg(
     var s7 = mat4x4f();
     for (var e = 0u; e < HD / 4u; e++) {
       // x[d][i] = q_i[4e + d]; y[c] = the lane's key c at dims 4e..4e+3.
-      let x = transpose(af_q4(qi, e));
-      let y = af_k4(ki, e);
+      let x = transpose(as_q4(qi, e));
+      let y = as_k4(ki, e);
       s0 += x * as_lane(y, 0u);
       s1 += x * as_lane(y, 1u);
       s2 += x * as_lane(y, 2u);
@@ -151,7 +160,7 @@ fn attn_fwd_sg(
     let inv = select(one, one / l, j0 + 32u >= nk);
     for (var e = 0u; e < HD / 4u; e++) {
       // r[i] = row i of the output at dims 4e..4e+3: sum over keys of p * v.
-      let y = af_v4(vi, e);
+      let y = as_v4(vi, e);
       var r = as_lane(y, 0u) * p0 + as_lane(y, 1u) * p1 + as_lane(y, 2u) * p2 +
         as_lane(y, 3u) * p3 + as_lane(y, 4u) * p4 + as_lane(y, 5u) * p5 +
         as_lane(y, 6u) * p6 + as_lane(y, 7u) * p7;
@@ -177,34 +186,10 @@ fn attn_fwd_sg(
 // ---- backward: dQ ------------------------------------------------------------------------------
 // dS = P * (dO v^T - D), dq = scale * dS k; dq through (s1, o1).
 
-@group(0) @binding(0) var<storage, read> aq_qb: array<vec4<dt_q>>;
-@group(0) @binding(1) var<storage, read> aq_kb: array<vec4<dt_k>>;
-@group(0) @binding(2) var<storage, read> aq_vb: array<vec4<dt_v>>;
-@group(0) @binding(3) var<storage, read> aq_gb: array<vec4<dt_g>>;
 @group(0) @binding(4) var<storage, read> aq_lse: array<f32>;
 @group(0) @binding(5) var<storage, read> aq_dd: array<f32>;
 @group(0) @binding(6) var<storage, read_write> aq_out: array<vec4f>;
 @group(0) @binding(7) var<uniform> aq_p: AttnParams;
-
-fn aq_q4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(aq_qb[r.x + e]), vec4f(aq_qb[r.y + e]), vec4f(aq_qb[r.z + e]),
-    vec4f(aq_qb[r.w + e]));
-}
-
-fn aq_k4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(aq_kb[r.x + e]), vec4f(aq_kb[r.y + e]), vec4f(aq_kb[r.z + e]),
-    vec4f(aq_kb[r.w + e]));
-}
-
-fn aq_v4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(aq_vb[r.x + e]), vec4f(aq_vb[r.y + e]), vec4f(aq_vb[r.z + e]),
-    vec4f(aq_vb[r.w + e]));
-}
-
-fn aq_g4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(aq_gb[r.x + e]), vec4f(aq_gb[r.y + e]), vec4f(aq_gb[r.z + e]),
-    vec4f(aq_gb[r.w + e]));
-}
 
 // scale * P * (dP - D) for 4 keys (columns; 0 where the key is past Nk), transposed: column i =
 // query i over the keys.
@@ -260,10 +245,10 @@ fn attn_bwd_q_sg(
     var t6 = mat4x4f();
     var t7 = mat4x4f();
     for (var e = 0u; e < HD / 4u; e++) {
-      let x = transpose(aq_q4(qi, e));
-      let g = transpose(aq_g4(gi, e));
-      let yk = aq_k4(ki, e);
-      let yv = aq_v4(vi, e);
+      let x = transpose(as_q4(qi, e));
+      let g = transpose(as_g4(gi, e));
+      let yk = as_k4(ki, e);
+      let yv = as_v4(vi, e);
       s0 += x * as_lane(yk, 0u);
       s1 += x * as_lane(yk, 1u);
       s2 += x * as_lane(yk, 2u);
@@ -292,7 +277,7 @@ fn attn_bwd_q_sg(
     let first = j0 == 0u;
     for (var e = 0u; e < HD / 4u; e++) {
       // r[i] = row i of dq at dims 4e..4e+3.
-      let y = aq_k4(ki, e);
+      let y = as_k4(ki, e);
       var r = as_lane(y, 0u) * d0 + as_lane(y, 1u) * d1 + as_lane(y, 2u) * d2 +
         as_lane(y, 3u) * d3 + as_lane(y, 4u) * d4 + as_lane(y, 5u) * d5 +
         as_lane(y, 6u) * d6 + as_lane(y, 7u) * d7;
@@ -322,35 +307,10 @@ fn attn_bwd_q_sg(
 // lavapipe, see src/kernels/attention.ts (kvSgLanes).
 override KV_LANES: u32 = 8u;
 
-@group(0) @binding(0) var<storage, read> ak_qb: array<vec4<dt_q>>;
-@group(0) @binding(1) var<storage, read> ak_kb: array<vec4<dt_k>>;
-@group(0) @binding(2) var<storage, read> ak_vb: array<vec4<dt_v>>;
-@group(0) @binding(3) var<storage, read> ak_gb: array<vec4<dt_g>>;
 @group(0) @binding(4) var<storage, read> ak_lse: array<f32>;
 @group(0) @binding(5) var<storage, read> ak_dd: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ak_out: array<vec4f>;
 @group(0) @binding(7) var<uniform> ak_p: AttnParams;
-
-// Rows at vec4 index r + e of 4 rows, as columns.
-fn ak_q4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(ak_qb[r.x + e]), vec4f(ak_qb[r.y + e]), vec4f(ak_qb[r.z + e]),
-    vec4f(ak_qb[r.w + e]));
-}
-
-fn ak_k4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(ak_kb[r.x + e]), vec4f(ak_kb[r.y + e]), vec4f(ak_kb[r.z + e]),
-    vec4f(ak_kb[r.w + e]));
-}
-
-fn ak_v4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(ak_vb[r.x + e]), vec4f(ak_vb[r.y + e]), vec4f(ak_vb[r.z + e]),
-    vec4f(ak_vb[r.w + e]));
-}
-
-fn ak_g4(r: vec4u, e: u32) -> mat4x4f {
-  return mat4x4f(vec4f(ak_gb[r.x + e]), vec4f(ak_gb[r.y + e]), vec4f(ak_gb[r.z + e]),
-    vec4f(ak_gb[r.w + e]));
-}
 
 fn ak_o4(r: vec4u, e: u32) -> mat4x4f {
   return mat4x4f(ak_out[r.x + e], ak_out[r.y + e], ak_out[r.z + e], ak_out[r.w + e]);
@@ -433,8 +393,8 @@ fn attn_bwd_kv_sg(
     // lavapipe than one pass per phase, likely fewer register spills.
     for (var e = 0u; e < HD / 4u; e++) {
       // xk[d][c] = k_c[4e + d]; yq: column i = query row i at 4e..4e+3.
-      let xk = transpose(ak_k4(ki, e));
-      let yq = ak_q4(qi, e);
+      let xk = transpose(as_k4(ki, e));
+      let yq = as_q4(qi, e);
       s0 += xk * as_lane(yq, 0u);
       if (KV_LANES > 1u) {
         s1 += xk * as_lane(yq, 1u);
@@ -451,8 +411,8 @@ fn attn_bwd_kv_sg(
       }
     }
     for (var e = 0u; e < HD / 4u; e++) {
-      let xv = transpose(ak_v4(vi, e));
-      let yg = ak_g4(gi, e);
+      let xv = transpose(as_v4(vi, e));
+      let yg = as_g4(gi, e);
       t0 += xv * as_lane(yg, 0u);
       if (KV_LANES > 1u) {
         t1 += xv * as_lane(yg, 1u);
@@ -483,7 +443,7 @@ fn attn_bwd_kv_sg(
     // dk, then dv (a pass each, see above).
     for (var e = 0u; e < HD / 4u; e++) {
       // r[c] = key c's dk at dims 4e..4e+3: sum over the block's queries of dS q.
-      let yq = ak_q4(qi, e);
+      let yq = as_q4(qi, e);
       var r = as_lane(yq, 0u) * p0.ds;
       if (KV_LANES > 1u) {
         r += as_lane(yq, 1u) * p1.ds;
@@ -503,7 +463,7 @@ fn attn_bwd_kv_sg(
     }
     for (var e = 0u; e < HD / 4u; e++) {
       // r[c] = key c's dv at dims 4e..4e+3: sum over the block's queries of P dO.
-      let yg = ak_g4(gi, e);
+      let yg = as_g4(gi, e);
       var r = as_lane(yg, 0u) * p0.p;
       if (KV_LANES > 1u) {
         r += as_lane(yg, 1u) * p1.p;
