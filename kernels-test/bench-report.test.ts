@@ -44,7 +44,7 @@ function report(p: PeerOutcome | null): BenchReport {
     device: { description: 'test', vendor: 'v', architecture: 'a', backend: 'vulkan',
       cpuFallback: true, timestampQuery: true, features: [] },
     software: { node: 'v20', tfjs: null },
-    ceilings: { gflops: 1, gbps: 1, fma: { threads: 1, iters: 1, medianMs: 1 },
+    ceilings: { gflops: 1, gbps: 1, fma: { threads: 1, iters: 1, chains: 8, medianMs: 1 },
       copy: { bytes: 1, medianMs: 1 }, source: 'test' },
     kernels: [],
     e2e: [row('lora', 'forward', 100), row('lora', 'train-step', 600)],

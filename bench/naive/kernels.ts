@@ -94,13 +94,18 @@ const copyK = ceiling.kernel({ name: 'ceiling.copy', entry: 'ceil_copy', params:
   bindings: ['src', 'dst'], overrides: { WG } });
 
 /** FLOPs one ceilingFma dispatch performs. */
-export const fmaFlops = (threads: number, iters: number) => threads * iters * 8 * 4 * 2;
+export const fmaFlops = (threads: number, iters: number, chains = 8) =>
+  threads * iters * chains * 4 * 2;
 
-export function ceilingFma(gpu: Gpu, out: GPUBuffer, threads: number, iters: number): void {
+/** `chains` (8 or 2) independent vec4 FMA chains per thread, `iters` rounds each. */
+export function ceilingFma(
+  gpu: Gpu, out: GPUBuffer, threads: number, iters: number, chains: 8 | 2 = 8,
+): void {
   gpu.run(fmaK, {
     buffers: [out],
     params: { threads, iters, m: 0.999, c: 1e-3 },
     grid: gpu.grid(threads, WG),
+    overrides: { CHAINS: chains },
   });
 }
 
