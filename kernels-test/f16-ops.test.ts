@@ -29,8 +29,8 @@ import { roundArrayF16 } from '../src/util/f16.js';
 import { checkOp, expectClose, randn, testEngine, type Tol } from './helpers.js';
 import { ONE_ROUNDING_F16, U16, f16Supported, sumTolF16 } from './f16-helpers.js';
 import {
-  type AttnShape, attentionLseRef, attentionRef, attentionRefBackward, packQkv, splitColumns,
-  splitQkv,
+  type AttnShape, attentionRef, attentionRefBackward, attentionStoredOutTerms, packQkv,
+  splitColumns, splitQkv,
 } from './ref/attention.js';
 import { type WinShape, windowPartitionRef, windowUnpartitionRef } from './ref/attention.js';
 import {
@@ -408,43 +408,10 @@ describe.skipIf(!run)('attention f16 (f32 softmax and accumulators)', () => {
   const FWD = plusRounding({ rtol: 1e-4, atol: 5e-6 });
   // (The f32 test's rtol 1e-3 is not needed here: the rounding terms dominate; measured ~4e-4.)
   const BWD: Tol = { rtol: 1e-4 + U16, atol: 2e-5 + U16 };
-  // D_i = rowsum(dO_i · O16_i) reads the f16-stored output: each O_id is off by <= u·|O_id|, so
-  // D_i by <= u·A_i with A_i = sum_d |dO_id|·|O_id| (not u·|D_i|: D can cancel), and
-  // dS_ij = P_ij (dP_ij - D_i) by P_ij·u·A_i. Through dq = scale·dS·k and dk = scale·dS^T·q that
-  // is, per element, dq_id: scale·u·A_i·sum_j P_ij|k_jd|; dk_jd: scale·u·sum_i P_ij·A_i·|q_id|
-  // (dv = P^T dO does not read D). These terms are added to BWD element by element.
+  // Per-element terms for the f16-stored output that D = rowsum(dO·O) reads (see
+  // attentionStoredOutTerms).
   const storedOut = (s: AttnShape, q: Float64Array, k: Float64Array, v: Float64Array,
-    g: Float64Array): Float64Array[] => {
-    const { B, heads, hd, Nq, Nk } = s;
-    const C = heads * hd;
-    const scale = 1 / Math.sqrt(hd);
-    const out = attentionRef(s, q, k, v);
-    const lse = attentionLseRef(s, q, k);
-    const dq = new Float64Array(q.length);
-    const dk = new Float64Array(k.length);
-    for (let b = 0; b < B; b++) {
-      for (let h = 0; h < heads; h++) {
-        for (let i = 0; i < Nq; i++) {
-          const qo = (b * Nq + i) * C + h * hd;
-          let a = 0;
-          for (let d = 0; d < hd; d++) a += Math.abs(g[qo + d] * out[qo + d]);
-          const w = scale * U16 * a;
-          const l = lse[(b * heads + h) * Nq + i];
-          for (let j = 0; j < Nk; j++) {
-            const ko = (b * Nk + j) * C + h * hd;
-            let dot = 0;
-            for (let d = 0; d < hd; d++) dot += q[qo + d] * k[ko + d];
-            const p = Math.exp(dot * scale - l);
-            for (let d = 0; d < hd; d++) {
-              dq[qo + d] += w * p * Math.abs(k[ko + d]);
-              dk[ko + d] += w * p * Math.abs(q[qo + d]);
-            }
-          }
-        }
-      }
-    }
-    return [dq, dk, new Float64Array(v.length)];
-  };
+    g: Float64Array) => attentionStoredOutTerms(s, q, k, v, g, U16);
   const withExtra = (extra: Float64Array): Tol => ({ ...BWD, extra });
   it.each([
     { B: 2, heads: 2, hd: 12, Nq: 49, Nk: 49 },

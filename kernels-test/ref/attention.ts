@@ -154,6 +154,52 @@ export function attentionDsumRef(s: AttnShape, g: Float64Array, out: Float64Arra
   return D;
 }
 
+/**
+ * What an f16-stored forward output adds to the backward, per element of [dq, dk, dv]: D_i =
+ * rowsum(dO_i · O16_i) reads the stored output, each O_id off by <= u·|O_id|, so D_i by <= u·A_i
+ * with A_i = sum_d |dO_id|·|O_id| (not u·|D_i|: D can cancel), and dS_ij = P_ij (dP_ij - D_i) by
+ * P_ij·u·A_i. Through dq = scale·dS·k and dk = scale·dS^T·q: dq_id gets scale·u·A_i·sum_j
+ * P_ij|k_jd|, dk_jd gets scale·u·sum_i P_ij·A_i·|q_id|; dv = P^T dO does not read D (zeros).
+ */
+export function attentionStoredOutTerms(
+  s: AttnShape,
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  g: Float64Array,
+  u: number,
+): [Float64Array, Float64Array, Float64Array] {
+  const { B, heads, hd, Nq, Nk } = s;
+  const C = heads * hd;
+  const scale = 1 / Math.sqrt(hd);
+  const out = attentionRef(s, q, k, v);
+  const lse = attentionLseRef(s, q, k);
+  const dq = new Float64Array(q.length);
+  const dk = new Float64Array(k.length);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < Nq; i++) {
+        const qo = (b * Nq + i) * C + h * hd;
+        let a = 0;
+        for (let d = 0; d < hd; d++) a += Math.abs(g[qo + d] * out[qo + d]);
+        const w = scale * u * a;
+        const l = lse[(b * heads + h) * Nq + i];
+        for (let j = 0; j < Nk; j++) {
+          const ko = (b * Nk + j) * C + h * hd;
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += q[qo + d] * k[ko + d];
+          const p = Math.exp(dot * scale - l);
+          for (let d = 0; d < hd; d++) {
+            dq[qo + d] += w * p * Math.abs(k[ko + d]);
+            dk[ko + d] += w * p * Math.abs(q[qo + d]);
+          }
+        }
+      }
+    }
+  }
+  return [dq, dk, new Float64Array(v.length)];
+}
+
 /** Splits rows of `parts` packed C-wide groups ([rows, parts * C]) into [rows, C] arrays. */
 export function splitColumns(
   x: Float64Array,
