@@ -100,7 +100,13 @@ describe('data-parallel training (two devices on one adapter)', () => {
     const b = await loadAdapter(two.lastDir);
     expect([...b.tensors.keys()]).toEqual([...a.tensors.keys()]);
     // Only the summation order differs (the 1-device run sums the batch's gradient in one
-    // kernel; here two halves are summed on the CPU): f32 rounding, carried through 5 AdamW steps.
+    // kernel; here two halves are summed on the CPU): f32 rounding, carried through 5 AdamW steps,
+    // whose per-element normalisation turns a rounding-level difference in a gradient that nearly
+    // cancels into a larger one in that element's step. Not derived, measured: max |diff| is the
+    // same for every seed (the data are fixed), 9.0e-6 before and 1.01e-5 after 2026-11-30's
+    // changes of summation order (qkv on real tokens, sg kernels). A real fault (a shard's
+    // gradient lost or doubled, replicas out of step) moves parameters by O(lr) = 1e-4..1e-3:
+    // the bound 2e-5 sits between the two.
     let maxAbs = 0;
     for (const [k, t] of a.tensors) {
       const got = b.tensors.get(k)!.data;
@@ -109,8 +115,8 @@ describe('data-parallel training (two devices on one adapter)', () => {
         maxAbs = Math.max(maxAbs, Math.abs(got[i] - w));
       });
     }
-    console.log(`2-device vs 1-device parameters after 5 steps: max |diff| ${maxAbs.toExponential(2)} (bound 1e-5)`);
-    expect(maxAbs).toBeLessThanOrEqual(1e-5);
+    console.log(`2-device vs 1-device parameters after 5 steps: max |diff| ${maxAbs.toExponential(2)} (bound 2e-5)`);
+    expect(maxAbs).toBeLessThanOrEqual(2e-5);
     expectClose(two.history.map((h) => h.loss), one.history.map((h) => h.loss), { rtol: 3e-7, atol: 0 }, 'losses');
     // AdamW hides a uniformly mis-scaled gradient (e.g. summed, not weighted): compare the norms.
     expectClose(gradNorms(two.out), gradNorms(one.out), { rtol: 1e-6, atol: 0 }, 'grad norms');
